@@ -1,0 +1,1 @@
+//! The bootstrap: local, ssh: and exec: hops, cache, verification, errors.

@@ -1,0 +1,1 @@
+//! Differential conformance: the same sessions against ferry-bridge and cockpit-bridge.

@@ -1,0 +1,1 @@
+//! The `Test` builder and helpers shared by every integration test.

@@ -1,0 +1,6 @@
+//! ferry's integration tests: one binary, real components (see ARCHITECTURE.md, "Testing").
+
+mod harness;
+
+mod bootstrap;
+mod conformance;
