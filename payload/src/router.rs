@@ -6,11 +6,11 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use ferry_protocol::control::{self, Message};
 use ferry_protocol::{Frame, FrameCodec, FrameError};
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{Map, Value};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use futures_util::{SinkExt, StreamExt};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::channel::{ChannelError, ChannelResult, Input};
@@ -43,7 +43,10 @@ impl Channel {
 
     /// Send a data frame. Returns `false` once the output is gone.
     pub async fn send_data(&mut self, data: Bytes) -> bool {
-        self.out.send(Frame::new(self.id.clone(), data)).await.is_ok()
+        self.out
+            .send(Frame::new(self.id.clone(), data))
+            .await
+            .is_ok()
     }
 
     /// Send a channel-level control message (must already carry `channel`).
@@ -130,7 +133,9 @@ where
                     break Err(FrameError::BadControl("open without channel".into()));
                 };
                 if channels.contains_key(&id) {
-                    break Err(FrameError::BadControl(format!("channel {id} is already open")));
+                    break Err(FrameError::BadControl(format!(
+                        "channel {id} is already open"
+                    )));
                 }
                 let (in_tx, in_rx) = mpsc::unbounded_channel();
                 let mut ch = Channel {
@@ -142,10 +147,19 @@ where
                 let done = done_tx.clone();
                 let task = tokio::spawn(async move {
                     let result = crate::channels::run(&mut ch).await;
-                    let _ = ch.out.send(close_message(&ch.id, result).into_frame()).await;
+                    let _ = ch
+                        .out
+                        .send(close_message(&ch.id, result).into_frame())
+                        .await;
                     let _ = done.send(ch.id);
                 });
-                channels.insert(id, Open { inbound: in_tx, task });
+                channels.insert(
+                    id,
+                    Open {
+                        inbound: in_tx,
+                        task,
+                    },
+                );
             }
             "close" => {
                 if let Some(open) = msg.channel().and_then(|id| channels.remove(id)) {
