@@ -1,1 +1,41 @@
-//! placeholder
+//! Real test components for ferry's integration tests and benchmarks.
+//!
+//! Nothing here is a mock. The machine is prepared once by `cargo xtask setup` (packages, test
+//! users, an aarch64 busybox root, qemu-user binfmt); this crate knows where everything is, starts
+//! what has to run at test time (a loopback `sshd`, the noexec home mount), and tells a test what is
+//! missing through [`require`]:
+//!
+//! - in CI (`CI` set), a missing component is a loud failure naming it and `cargo xtask setup`;
+//! - elsewhere, the test prints `skipped: <why>` to stderr and returns early.
+//!
+//! Fixed places (override the base directory with `FERRY_TESTBED_DIR`):
+//!
+//! | what | where |
+//! | --- | --- |
+//! | base directory | `/var/lib/ferry-testbed` |
+//! | aarch64 busybox root | `<base>/aarch64` |
+//! | busybox `ash` login shell | `<base>/bin/ash` (symlink to busybox) |
+//! | test users | `ferry-bash`, `ferry-dash`, `ferry-zsh`, `ferry-fish`, `ferry-tcsh`, `ferry-ash`, `ferry-rohome`, `ferry-noexec` |
+
+mod layout;
+mod require;
+mod sshd;
+
+pub use layout::{
+    aarch64_root, ash_shell, base_dir, ensure_noexec_home, noexec_home_mounted, user, users,
+    write_noise, HomeKind, UserSpec, NOISE, USER_PREFIX,
+};
+pub use require::{in_ci, is_root, require, Component};
+pub use sshd::{Sshd, SshdError, HOST_KEY_ALIAS};
+
+/// Return from the calling test (a function returning `()`) when `component` is missing.
+///
+/// In CI a missing component panics instead; see [`require`].
+#[macro_export]
+macro_rules! require {
+    ($component:expr) => {
+        if !$crate::require($component) {
+            return;
+        }
+    };
+}

@@ -1,0 +1,136 @@
+//! `cargo xtask test`: everything CI checks, in order, each step named and timed.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+
+use crate::util::{cargo, run as run_command, workspace_root};
+
+enum Outcome {
+    Passed,
+    Failed(String),
+    Skipped(String),
+}
+
+struct Step {
+    name: &'static str,
+    outcome: Outcome,
+    took: Duration,
+}
+
+/// Run one step: print its name, then its result and duration.
+fn step(steps: &mut Vec<Step>, name: &'static str, f: impl FnOnce() -> Result<Option<String>>) {
+    println!("\n==> {name}");
+    let start = Instant::now();
+    let outcome = match f() {
+        Ok(None) => Outcome::Passed,
+        Ok(Some(why)) => Outcome::Skipped(why),
+        Err(e) => Outcome::Failed(format!("{e:#}")),
+    };
+    let took = start.elapsed();
+    let verdict = match &outcome {
+        Outcome::Passed => "ok".to_string(),
+        Outcome::Failed(why) => format!("FAILED: {why}"),
+        Outcome::Skipped(why) => format!("skipped: {why}"),
+    };
+    println!("==> {name}: {verdict} ({:.1}s)", took.as_secs_f64());
+    steps.push(Step {
+        name,
+        outcome,
+        took,
+    });
+}
+
+pub fn run() -> Result<()> {
+    let ci = ferry_testbed::in_ci();
+    let mut steps = Vec::new();
+
+    // Setup first: the root package's build script needs the musl targets it installs.
+    step(&mut steps, "setup", || {
+        let missing = crate::setup::ensure()?;
+        if missing > 0 {
+            if ci {
+                bail!("{missing} component(s) missing; CI needs all of them");
+            }
+            return Ok(Some(format!(
+                "{missing} component(s) missing: the tests that need them will skip"
+            )));
+        }
+        Ok(None)
+    });
+    if matches!(steps[0].outcome, Outcome::Failed(_)) {
+        return summary(&steps);
+    }
+
+    step(&mut steps, "cargo fmt --check", || {
+        run_command(cargo().args(["fmt", "--all", "--", "--check"]))?;
+        Ok(None)
+    });
+    step(&mut steps, "cargo clippy", || {
+        run_command(cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
+        Ok(None)
+    });
+    step(&mut steps, "shellcheck stage1", || {
+        let script = workspace_root().join("stage1/stage1.sh");
+        if !script.exists() {
+            return Ok(Some(format!("{} does not exist", rel(&script))));
+        }
+        run_command(
+            Command::new("shellcheck")
+                .current_dir(workspace_root())
+                .arg(rel(&script)),
+        )?;
+        Ok(None)
+    });
+
+    // Further checks go here, before the test suite (e.g. `fuzz`: a short run of each target).
+
+    step(&mut steps, "cargo test", || {
+        // `CI` is inherited as it is: the tests fail, rather than skip, on a missing component.
+        run_command(cargo().args(["test", "--workspace"]))?;
+        Ok(None)
+    });
+    summary(&steps)
+}
+
+fn rel(path: &Path) -> String {
+    let root = workspace_root();
+    path.strip_prefix(&root)
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+fn summary(steps: &[Step]) -> Result<()> {
+    println!("\n==> summary");
+    let mut failed = Vec::new();
+    for s in steps {
+        let verdict = match &s.outcome {
+            Outcome::Passed => "ok",
+            Outcome::Skipped(_) => "skipped",
+            Outcome::Failed(_) => {
+                failed.push(s.name);
+                "FAILED"
+            }
+        };
+        println!(
+            "    {:<20} {:<8} {:>7.1}s",
+            s.name,
+            verdict,
+            s.took.as_secs_f64()
+        );
+    }
+    if !failed.is_empty() {
+        bail!("failed: {}", failed.join(", "));
+    }
+    Ok(())
+}
