@@ -2,12 +2,26 @@
 //!
 //! Every payload type is one `async fn run(ch: &mut Channel) -> ChannelResult` in its own
 //! module. The router spawns it as a task when an `open` arrives, and turns its result into
-//! the channel's `close`. A `close` from the peer (or the end of the transport) aborts the task:
-//! cleanup happens in `Drop` (child processes are spawned with `kill_on_drop`).
+//! the channel's `close`. A `close` or `kill` from the peer (or the end of the transport) aborts
+//! the task: cleanup happens in `Drop` (child processes are killed with their process group).
+//!
+//! [`Channel`] applies the protocol's per-channel rules transparently:
+//! - `send_data` checks UTF-8 on text channels (a code point may straddle two calls), counts
+//!   bytes for flow control (`ping` every 16 KiB, waits while 2 MiB are unanswered), and waits
+//!   while the output queue is full;
+//! - `recv` answers the peer's channel `ping`s with `pong` once the data before them has been
+//!   consumed, and sends `ack` for each data frame when the peer asked for `send-acks`.
+
+use std::collections::VecDeque;
 
 use bytes::Bytes;
-use ferry_protocol::control::Message;
+use ferry_protocol::control::{self, Message};
+use ferry_protocol::{problem, Frame};
 use serde_json::{Map, Value};
+use tokio::sync::{mpsc, watch};
+
+use crate::flow::SendWindow;
+use crate::utf8::Utf8Check;
 
 /// What the peer sends to an open channel.
 #[derive(Debug)]
@@ -20,6 +34,13 @@ pub enum Input {
     Options(Message),
     /// Any other channel-level control message the router does not handle itself.
     Control(Message),
+}
+
+/// What the router queues for a channel: input, or a `ping` to answer in order.
+#[derive(Debug)]
+pub(crate) enum Inbound {
+    Input(Input),
+    Ping(Message),
 }
 
 /// How a channel ends with a problem: becomes `close` with `problem`, `message` and `extra`.
@@ -53,12 +74,10 @@ impl ChannelError {
     pub fn from_io(err: &std::io::Error) -> Self {
         use std::io::ErrorKind::*;
         let problem = match err.kind() {
-            NotFound | ConnectionRefused => ferry_protocol::problem::NOT_FOUND,
-            PermissionDenied => ferry_protocol::problem::ACCESS_DENIED,
-            _ if err.raw_os_error() == Some(libc::ENOTDIR) => {
-                ferry_protocol::problem::NOT_DIRECTORY
-            }
-            _ => ferry_protocol::problem::INTERNAL_ERROR,
+            NotFound | ConnectionRefused => problem::NOT_FOUND,
+            PermissionDenied => problem::ACCESS_DENIED,
+            _ if err.raw_os_error() == Some(libc::ENOTDIR) => problem::NOT_DIRECTORY,
+            _ => problem::INTERNAL_ERROR,
         };
         ChannelError::new(problem).message(err.to_string())
     }
@@ -67,4 +86,240 @@ impl ChannelError {
 /// A channel's result: `Ok(extra)` closes without a problem, adding `extra` to the `close`.
 pub type ChannelResult = Result<Map<String, Value>, ChannelError>;
 
-pub use crate::router::Channel;
+/// An open channel, as its payload task sees it.
+pub struct Channel {
+    /// The channel id.
+    pub id: String,
+    /// The `open` message, with every option the peer gave.
+    pub open: Message,
+    inbound: mpsc::UnboundedReceiver<Inbound>,
+    out: mpsc::Sender<Frame>,
+    /// Present with `"flow-control": true`.
+    window: Option<SendWindow>,
+    /// The highest `sequence` the peer answered with `pong`, written by the router.
+    pongs: watch::Receiver<u64>,
+    /// Present on text channels (no `"binary": "raw"`).
+    text: Option<Utf8Check>,
+    send_acks: bool,
+    /// Size of the data frame `recv` returned last, to acknowledge on the next `recv`.
+    unacked: Option<usize>,
+    /// Control replies (`pong`, `ack`) waiting for room in the output queue.
+    owed: VecDeque<Frame>,
+    /// Set when the channel broke a rule (invalid UTF-8): overrides its result.
+    failed: Option<ChannelError>,
+}
+
+impl Channel {
+    pub(crate) fn new(
+        id: String,
+        open: Message,
+        inbound: mpsc::UnboundedReceiver<Inbound>,
+        out: mpsc::Sender<Frame>,
+        pongs: watch::Receiver<u64>,
+    ) -> Self {
+        let window = (open.bool("flow-control") == Some(true)).then(SendWindow::new);
+        let text = (open.str("binary") != Some("raw")).then(Utf8Check::new);
+        let send_acks = open.str("send-acks") == Some("bytes");
+        Channel {
+            id,
+            open,
+            inbound,
+            out,
+            window,
+            pongs,
+            text,
+            send_acks,
+            unacked: None,
+            owed: VecDeque::new(),
+            failed: None,
+        }
+    }
+
+    /// `"binary": "raw"` was asked for.
+    pub fn binary(&self) -> bool {
+        self.open.str("binary") == Some("raw")
+    }
+
+    /// Tell the peer the channel is ready, with extra fields (e.g. `pid`).
+    pub async fn ready(&mut self, extra: Map<String, Value>) {
+        let mut m = control::ready(&self.id);
+        m.fields.extend(extra);
+        self.send_control(m).await;
+    }
+
+    /// Send a data frame. Returns `false` when the channel should stop: the output is gone, or
+    /// the data broke a rule (invalid UTF-8 on a text channel; the channel then closes with
+    /// `protocol-error` whatever it returns).
+    ///
+    /// Waits while the output queue is full, and on flow-controlled channels while 2 MiB are
+    /// unanswered. Not cancel-safe: do not use it as a `select!` branch.
+    pub async fn send_data(&mut self, data: Bytes) -> bool {
+        if self.failed.is_some() {
+            return false;
+        }
+        let was_empty = data.is_empty();
+        let data = match &mut self.text {
+            None => data,
+            Some(check) => match check.push(data) {
+                Ok(data) => data,
+                Err(e) => {
+                    self.fail(ChannelError::new(problem::PROTOCOL_ERROR).message(e.to_string()));
+                    return false;
+                }
+            },
+        };
+        if data.is_empty() && !was_empty {
+            // Only part of a code point so far.
+            return true;
+        }
+        let len = data.len();
+        if self
+            .out
+            .send(Frame::new(self.id.clone(), data))
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        let Some(window) = &mut self.window else {
+            return true;
+        };
+        if let Some(sequence) = window.sent(len) {
+            let ping = Message::new("ping")
+                .with("channel", self.id.as_str())
+                .with("sequence", sequence);
+            if self.out.send(ping.into_frame()).await.is_err() {
+                return false;
+            }
+        }
+        while !window.is_open() {
+            window.pong(*self.pongs.borrow_and_update());
+            if window.is_open() {
+                break;
+            }
+            if self.pongs.changed().await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Send one JSON value as a data frame (for message-based payloads).
+    pub async fn send_json(&mut self, value: &Value) -> bool {
+        match serde_json::to_vec(value) {
+            Ok(bytes) => self.send_data(Bytes::from(bytes)).await,
+            Err(_) => false,
+        }
+    }
+
+    /// Send a channel-level control message (must already carry `channel`).
+    pub async fn send_control(&mut self, message: Message) {
+        let _ = self.out.send(message.into_frame()).await;
+    }
+
+    /// Tell the peer this side sends no more data.
+    pub async fn done(&mut self) {
+        if let Some(check) = &mut self.text {
+            if let Err(e) = check.finish() {
+                self.fail(ChannelError::new(problem::PROTOCOL_ERROR).message(e.to_string()));
+            }
+        }
+        self.send_control(control::done(&self.id)).await;
+    }
+
+    /// The next thing the peer sent; `None` once the channel is being torn down.
+    ///
+    /// Cancel-safe: may be used as a `select!` branch.
+    pub async fn recv(&mut self) -> Option<Input> {
+        if let Some(bytes) = self.unacked.take() {
+            let ack = Message::new("ack")
+                .with("channel", self.id.as_str())
+                .with("bytes", bytes);
+            self.owed.push_back(ack.into_frame());
+        }
+        loop {
+            if self.failed.is_some() || !self.pay_debts().await {
+                return None;
+            }
+            match self.inbound.recv().await? {
+                Inbound::Ping(ping) => {
+                    let mut pong = ping;
+                    pong.command = "pong".into();
+                    pong.fields.insert("command".into(), "pong".into());
+                    self.owed.push_back(pong.into_frame());
+                }
+                Inbound::Input(Input::Data(data)) => {
+                    if self.send_acks {
+                        self.unacked = Some(data.len());
+                    }
+                    return Some(Input::Data(data));
+                }
+                Inbound::Input(input) => return Some(input),
+            }
+        }
+    }
+
+    /// Send the owed control replies. Cancel-safe. `false` once the output is gone.
+    async fn pay_debts(&mut self) -> bool {
+        while !self.owed.is_empty() {
+            let Ok(permit) = self.out.reserve().await else {
+                return false;
+            };
+            if let Some(frame) = self.owed.pop_front() {
+                permit.send(frame);
+            }
+        }
+        true
+    }
+
+    fn fail(&mut self, error: ChannelError) {
+        if self.failed.is_none() {
+            self.failed = Some(error);
+        }
+    }
+
+    /// The channel's task ended with `result`: settle what it owes and build its `close`.
+    pub(crate) async fn finish(&mut self, result: ChannelResult) -> Message {
+        if let Some(bytes) = self.unacked.take() {
+            let ack = Message::new("ack")
+                .with("channel", self.id.as_str())
+                .with("bytes", bytes);
+            self.owed.push_back(ack.into_frame());
+        }
+        self.pay_debts().await;
+        if let Some(Err(e)) = self.text.as_mut().map(Utf8Check::finish) {
+            self.fail(ChannelError::new(problem::PROTOCOL_ERROR).message(e.to_string()));
+        }
+        let result = match self.failed.take() {
+            Some(error) => Err(error),
+            None => result,
+        };
+        close_message(&self.id, result)
+    }
+}
+
+/// The `close` for a channel that ended with `result`.
+pub(crate) fn close_message(id: &str, result: ChannelResult) -> Message {
+    let mut m = control::close(id, None);
+    match result {
+        Ok(extra) => {
+            m.fields.extend(extra);
+            m.fields.insert("command".into(), "close".into());
+            m.fields.insert("channel".into(), id.into());
+        }
+        Err(ChannelError {
+            problem: p,
+            message,
+            extra,
+        }) => {
+            m.fields.extend(extra);
+            m.fields.insert("command".into(), "close".into());
+            m.fields.insert("channel".into(), id.into());
+            m.fields.insert("problem".into(), p.into());
+            if let Some(text) = message {
+                m.fields.insert("message".into(), text.into());
+            }
+        }
+    }
+    m
+}

@@ -3,16 +3,21 @@
 //! It reads frames on its input and writes frames on its output. It is statically linked, pure
 //! Rust, and never panics on input: every bad frame becomes a `protocol-error`.
 //!
-//! The binary (`main.rs`) is a thin wrapper: [`run`] drives one transport, and the
-//! `--interact` mode uses the same router with a different framing.
+//! The binary (`main.rs`) is a thin wrapper: [`run`] drives one transport, and
+//! [`run_interact`] the `--interact` form of the same protocol.
 
 pub mod channel;
 mod channels;
+pub mod flow;
+pub mod interact;
+mod process;
+mod pty;
 mod router;
+pub mod utf8;
 
 use ferry_protocol::control::{self, Message};
 
-pub use router::run;
+pub use router::{run, run_interact};
 
 /// The bridge's own `init`: version, capabilities and os-release.
 pub fn init_message() -> Message {
@@ -35,4 +40,11 @@ fn os_release() -> serde_json::Map<String, serde_json::Value> {
             (k.trim().to_owned(), serde_json::Value::String(v.to_owned()))
         })
         .collect()
+}
+
+/// Raise the soft limit of open files (up to the hard limit, at most 65536): every channel
+/// with a child process or a socket needs a few descriptors, and a thousand channels at once
+/// must work. Child processes get the original limit back.
+pub fn raise_fd_limit() {
+    process::raise_fd_limit();
 }

@@ -15,8 +15,22 @@ Options:
   --help               print this help and exit
 ";
 
+enum Mode {
+    Frames,
+    Interact(String),
+}
+
 fn main() -> std::process::ExitCode {
-    if let Some(arg) = std::env::args().nth(1) {
+    let mut mode = Mode::Frames;
+    for arg in std::env::args().skip(1) {
+        if let Some(boundary) = arg.strip_prefix("--interact=") {
+            if boundary.is_empty() {
+                eprintln!("ferry-bridge: --interact needs a boundary");
+                return std::process::ExitCode::from(2);
+            }
+            mode = Mode::Interact(boundary.to_owned());
+            continue;
+        }
         match arg.as_str() {
             "--version" => {
                 println!("ferry-bridge {}", env!("CARGO_PKG_VERSION"));
@@ -32,6 +46,7 @@ fn main() -> std::process::ExitCode {
             }
         }
     }
+    ferry_bridge::raise_fd_limit();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -42,7 +57,16 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(ferry_bridge::run(tokio::io::stdin(), tokio::io::stdout())) {
+    let (stdin, stdout) = (tokio::io::stdin(), tokio::io::stdout());
+    let result = runtime.block_on(async {
+        match &mode {
+            Mode::Frames => ferry_bridge::run(stdin, stdout).await,
+            Mode::Interact(boundary) => ferry_bridge::run_interact(stdin, stdout, boundary).await,
+        }
+    });
+    // A read of stdin may still be blocked in a thread: do not wait for it.
+    runtime.shutdown_background();
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ferry-bridge: {e}");

@@ -1,224 +1,365 @@
-//! The bridge's main loop: reads frames, answers control messages, routes data to channels,
-//! and writes everything the channels produce to one output.
+//! The bridge's main loop: reads frames, answers control messages, routes input to channels,
+//! and writes everything the channels produce to one bounded output queue.
+//!
+//! Each channel is a task. Its input is queued in order (data, `done`, `options`, and the
+//! peer's `ping`s, which the channel answers once it has consumed what came before), so
+//! messages for a channel wait until the channel reads them, after it is ready. Its output goes
+//! through one queue of [`OUT_QUEUE`] frames: a slow reader makes channels wait instead of
+//! making the bridge grow.
 
 use std::collections::HashMap;
 
-use bytes::Bytes;
 use ferry_protocol::control::{self, Message};
-use ferry_protocol::{Frame, FrameCodec, FrameError};
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{Map, Value};
+use ferry_protocol::{problem, Frame, FrameCodec, FrameError};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
-use crate::channel::{ChannelError, ChannelResult, Input};
+pub use crate::channel::Channel;
+use crate::channel::{Inbound, Input};
+use crate::interact::InteractCodec;
 
-/// Frames queued for output at most; past this, channels wait (the writer is slow).
+/// Frames queued for output at most; past this, whoever sends waits for the writer.
 const OUT_QUEUE: usize = 64;
 
-/// An open channel, as its payload task sees it.
-pub struct Channel {
-    /// The channel id.
-    pub id: String,
-    /// The `open` message, with every option the peer gave.
-    pub open: Message,
-    inbound: mpsc::UnboundedReceiver<Input>,
-    out: mpsc::Sender<Frame>,
-}
+/// How long the bridge keeps trying to write what is queued once it is shutting down.
+const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-impl Channel {
-    /// `"binary": "raw"` was asked for.
-    pub fn binary(&self) -> bool {
-        self.open.str("binary") == Some("raw")
-    }
-
-    /// Tell the peer the channel is ready, with extra fields (e.g. `pid`).
-    pub async fn ready(&mut self, extra: Map<String, Value>) {
-        let mut m = control::ready(&self.id);
-        m.fields.extend(extra);
-        self.send_control(m).await;
-    }
-
-    /// Send a data frame. Returns `false` once the output is gone.
-    pub async fn send_data(&mut self, data: Bytes) -> bool {
-        self.out
-            .send(Frame::new(self.id.clone(), data))
-            .await
-            .is_ok()
-    }
-
-    /// Send a channel-level control message (must already carry `channel`).
-    pub async fn send_control(&mut self, message: Message) {
-        let _ = self.out.send(message.into_frame()).await;
-    }
-
-    /// Tell the peer this side sends no more data.
-    pub async fn done(&mut self) {
-        self.send_control(control::done(&self.id)).await;
-    }
-
-    /// The next thing the peer sent; `None` once the channel is being torn down.
-    pub async fn recv(&mut self) -> Option<Input> {
-        self.inbound.recv().await
-    }
-}
-
+/// The router's side of an open channel.
 struct Open {
-    inbound: mpsc::UnboundedSender<Input>,
+    serial: u64,
+    host: String,
+    group: String,
+    inbound: mpsc::UnboundedSender<Inbound>,
+    pongs: watch::Sender<u64>,
     task: JoinHandle<()>,
 }
 
-/// Run the bridge on one transport until the peer goes away.
+impl Open {
+    fn send(&self, input: Inbound) {
+        // The task may have ended already; its close is on its way.
+        let _ = self.inbound.send(input);
+    }
+
+    /// Stop the task and wait until it is gone (its `Drop`s have run).
+    async fn abort(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+/// A channel's task ended: the router removes it and sends its `close`.
+struct Finished {
+    id: String,
+    serial: u64,
+    close: Message,
+}
+
+/// How the session starts.
+struct Start {
+    /// Send the bridge's `init` first.
+    send_init: bool,
+    /// Behave as if the peer had sent `init` with this host.
+    assume_init: Option<String>,
+}
+
+/// Run the bridge on one transport (Cockpit frames) until the peer goes away.
 ///
-/// Returns an error only for a broken transport or protocol; it has then already told the peer.
+/// Sends the bridge's `init` first. Returns an error for a broken transport or protocol; for a
+/// protocol error the peer has then been sent a `close` with `problem: "protocol-error"`.
+/// Every channel's task (and child process) is gone when this returns.
 pub async fn run<R, W>(input: R, output: W) -> Result<(), FrameError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let (out_tx, mut out_rx) = mpsc::channel::<Frame>(OUT_QUEUE);
-    let writer = tokio::spawn(async move {
-        let mut sink = FramedWrite::new(output, FrameCodec::new());
-        while let Some(frame) = out_rx.recv().await {
-            if sink.send(frame).await.is_err() {
-                break;
-            }
-        }
-    });
+    serve(
+        FramedRead::new(input, FrameCodec::new()),
+        FramedWrite::new(output, FrameCodec::new()),
+        Start {
+            send_init: true,
+            assume_init: None,
+        },
+    )
+    .await
+}
 
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
-    let mut channels: HashMap<String, Open> = HashMap::new();
-    let _ = out_tx.send(crate::init_message().into_frame()).await;
+/// Run the bridge in the `--interact` form: messages `CHANNEL\nPAYLOAD` separated by
+/// `\nBOUNDARY\n` in both directions, as if the peer had sent `init` with host `localhost`.
+pub async fn run_interact<R, W>(input: R, output: W, boundary: &str) -> Result<(), FrameError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    serve(
+        FramedRead::new(input, InteractCodec::new(boundary)),
+        FramedWrite::new(output, InteractCodec::new(boundary)),
+        Start {
+            send_init: false,
+            assume_init: Some("localhost".into()),
+        },
+    )
+    .await
+}
 
-    let mut frames = FramedRead::new(input, FrameCodec::new());
-    let mut got_init = false;
-    let result = loop {
-        let frame = tokio::select! {
-            f = frames.next() => f,
-            Some(id) = done_rx.recv() => { channels.remove(&id); continue; }
-        };
-        let frame = match frame {
-            Some(Ok(frame)) => frame,
-            Some(Err(e)) => break Err(e),
-            None => break Ok(()),
-        };
-        if !frame.is_control() {
-            if !got_init {
-                break Err(FrameError::BadControl("data before init".into()));
-            }
-            if let Some(ch) = channels.get(&frame.channel) {
-                let _ = ch.inbound.send(Input::Data(frame.payload));
-            }
-            continue;
+/// Write frames from the queue, flushing whenever the queue runs empty.
+async fn write_out<K>(mut sink: K, mut queue: mpsc::Receiver<Frame>) -> Result<(), FrameError>
+where
+    K: Sink<Frame, Error = FrameError> + Unpin,
+{
+    while let Some(frame) = queue.recv().await {
+        sink.feed(frame).await?;
+        while let Ok(frame) = queue.try_recv() {
+            sink.feed(frame).await?;
         }
-        let msg = match frame.parse_control() {
-            Ok(m) => m,
-            Err(e) => break Err(e),
-        };
-        if !got_init {
-            if msg.command != "init" {
-                break Err(FrameError::BadControl("first message is not init".into()));
-            }
-            if msg.u64("version") != Some(1) {
-                break Err(FrameError::BadControl("unsupported version".into()));
-            }
-            got_init = true;
-            continue;
-        }
-        match msg.command.as_str() {
-            "open" => {
-                let Some(id) = msg.channel().map(str::to_owned) else {
-                    break Err(FrameError::BadControl("open without channel".into()));
-                };
-                if channels.contains_key(&id) {
-                    break Err(FrameError::BadControl(format!(
-                        "channel {id} is already open"
-                    )));
-                }
-                let (in_tx, in_rx) = mpsc::unbounded_channel();
-                let mut ch = Channel {
-                    id: id.clone(),
-                    open: msg,
-                    inbound: in_rx,
-                    out: out_tx.clone(),
-                };
-                let done = done_tx.clone();
-                let task = tokio::spawn(async move {
-                    let result = crate::channels::run(&mut ch).await;
-                    let _ = ch
-                        .out
-                        .send(close_message(&ch.id, result).into_frame())
-                        .await;
-                    let _ = done.send(ch.id);
-                });
-                channels.insert(
-                    id,
-                    Open {
-                        inbound: in_tx,
-                        task,
-                    },
-                );
-            }
-            "close" => {
-                if let Some(open) = msg.channel().and_then(|id| channels.remove(id)) {
-                    open.task.abort();
-                }
-            }
-            "done" => {
-                if let Some(ch) = msg.channel().and_then(|id| channels.get(id)) {
-                    let _ = ch.inbound.send(Input::Done);
-                }
-            }
-            "options" => {
-                if let Some(ch) = msg.channel().and_then(|id| channels.get(id)) {
-                    let _ = ch.inbound.send(Input::Options(msg));
-                }
-            }
-            "ping" if msg.channel().is_none() => {
-                let mut pong = msg.clone();
-                pong.command = "pong".into();
-                pong.fields.insert("command".into(), "pong".into());
-                let _ = out_tx.send(pong.into_frame()).await;
-            }
-            _ => {
-                if let Some(ch) = msg.channel().and_then(|id| channels.get(id)) {
-                    let _ = ch.inbound.send(Input::Control(msg));
-                }
-            }
-        }
+        sink.flush().await?;
+    }
+    sink.close().await
+}
+
+async fn serve<S, K>(frames: S, sink: K, start: Start) -> Result<(), FrameError>
+where
+    S: Stream<Item = Result<Frame, FrameError>> + Unpin,
+    K: Sink<Frame, Error = FrameError> + Unpin + Send + 'static,
+{
+    let (out_tx, out_rx) = mpsc::channel::<Frame>(OUT_QUEUE);
+    let mut writer = tokio::spawn(write_out(sink, out_rx));
+    if start.send_init {
+        let _ = out_tx.send(crate::init_message().into_frame()).await;
+    }
+    let mut router = Router {
+        out: out_tx,
+        channels: HashMap::new(),
+        init_host: start.assume_init,
+        serial: 0,
+        finished: mpsc::unbounded_channel(),
     };
+    let result = router.route(frames).await;
 
-    for (_, open) in channels.drain() {
-        open.task.abort();
+    for (_, open) in router.channels.drain() {
+        open.abort().await;
     }
     if let Err(e) = &result {
-        let m = Message::new("close")
-            .with("problem", e.problem())
-            .with("message", e.to_string());
-        let _ = out_tx.send(m.into_frame()).await;
+        if !matches!(e, FrameError::Io(_)) {
+            let m = Message::new("close")
+                .with("problem", e.problem())
+                .with("message", e.to_string());
+            let _ = tokio::time::timeout(FLUSH_TIMEOUT, router.out.send(m.into_frame())).await;
+        }
     }
-    drop(out_tx);
-    let _ = writer.await;
+    drop(router);
+    match tokio::time::timeout(FLUSH_TIMEOUT, &mut writer).await {
+        Ok(Ok(Err(e))) if result.is_ok() => return Err(e),
+        Ok(_) => {}
+        Err(_) => writer.abort(),
+    }
     result
 }
 
-fn close_message(id: &str, result: ChannelResult) -> Message {
-    let mut m = control::close(id, None);
-    match result {
-        Ok(extra) => m.fields.extend(extra),
-        Err(ChannelError {
-            problem: p,
-            message,
-            extra,
-        }) => {
-            m.fields.extend(extra);
-            m.fields.insert("problem".into(), p.into());
-            if let Some(text) = message {
-                m.fields.insert("message".into(), text.into());
+struct Router {
+    out: mpsc::Sender<Frame>,
+    channels: HashMap<String, Open>,
+    /// The `host` of the peer's `init`; `None` until it arrived.
+    init_host: Option<String>,
+    serial: u64,
+    finished: (
+        mpsc::UnboundedSender<Finished>,
+        mpsc::UnboundedReceiver<Finished>,
+    ),
+}
+
+fn bad(text: impl Into<String>) -> FrameError {
+    FrameError::BadControl(text.into())
+}
+
+impl Router {
+    async fn route<S>(&mut self, mut frames: S) -> Result<(), FrameError>
+    where
+        S: Stream<Item = Result<Frame, FrameError>> + Unpin,
+    {
+        loop {
+            tokio::select! {
+                biased;
+                Some(done) = self.finished.1.recv() => self.finished(done).await?,
+                frame = frames.next() => match frame {
+                    Some(Ok(frame)) => self.frame(frame).await?,
+                    Some(Err(e)) => return Err(e),
+                    None => return Ok(()),
+                },
+                _ = self.out.closed() => {
+                    return Err(FrameError::Io(std::io::ErrorKind::BrokenPipe.into()));
+                }
             }
         }
     }
-    m
+
+    /// Queue a frame for output; an error once the writer is gone.
+    async fn send(&self, message: Message) -> Result<(), FrameError> {
+        self.out
+            .send(message.into_frame())
+            .await
+            .map_err(|_| FrameError::Io(std::io::ErrorKind::BrokenPipe.into()))
+    }
+
+    async fn finished(&mut self, done: Finished) -> Result<(), FrameError> {
+        // A channel closed by the peer or killed meanwhile was already answered.
+        if self.channels.get(&done.id).map(|o| o.serial) != Some(done.serial) {
+            return Ok(());
+        }
+        if let Some(open) = self.channels.remove(&done.id) {
+            open.abort().await;
+        }
+        self.send(done.close).await
+    }
+
+    async fn frame(&mut self, frame: Frame) -> Result<(), FrameError> {
+        if !frame.is_control() {
+            if self.init_host.is_none() {
+                return Err(bad("data before init"));
+            }
+            if let Some(open) = self.channels.get(&frame.channel) {
+                open.send(Inbound::Input(Input::Data(frame.payload)));
+            }
+            return Ok(());
+        }
+        let msg = frame.parse_control()?;
+        let channel = match msg.get("channel") {
+            None => None,
+            Some(serde_json::Value::String(id)) if !id.is_empty() => Some(id.clone()),
+            Some(_) => return Err(bad("invalid \"channel\" field")),
+        };
+        if self.init_host.is_none() && msg.command != "init" {
+            return Err(bad("the first message is not init"));
+        }
+        match channel {
+            Some(id) => self.channel_control(id, msg).await,
+            None => self.transport_control(msg).await,
+        }
+    }
+
+    async fn transport_control(&mut self, msg: Message) -> Result<(), FrameError> {
+        match msg.command.as_str() {
+            "init" => {
+                let version = msg.get("version").and_then(serde_json::Value::as_i64);
+                if version != Some(1) {
+                    return Err(bad("unsupported version of the protocol"));
+                }
+                let Some(host) = msg.str("host") else {
+                    return Err(bad("init without \"host\""));
+                };
+                self.init_host = Some(host.to_owned());
+            }
+            "ping" => {
+                let mut pong = msg;
+                pong.command = "pong".into();
+                pong.fields.insert("command".into(), "pong".into());
+                self.send(pong).await?;
+            }
+            "kill" => self.kill(msg.str("host"), msg.str("group")).await?,
+            "open" | "close" | "done" | "options" | "ready" => {
+                return Err(bad(format!("{} without \"channel\"", msg.command)));
+            }
+            // Unknown messages are ignored (`authorize`, `logout`, `hint`, ...).
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn channel_control(&mut self, id: String, msg: Message) -> Result<(), FrameError> {
+        match msg.command.as_str() {
+            "open" => return self.open(id, msg),
+            "close" => {
+                if let Some(open) = self.channels.remove(&id) {
+                    open.abort().await;
+                    self.send(control::close(&id, None)).await?;
+                }
+            }
+            "pong" => {
+                if let (Some(open), Some(seq)) = (self.channels.get(&id), msg.u64("sequence")) {
+                    open.pongs.send_if_modified(|acked| {
+                        let newer = seq > *acked;
+                        *acked = (*acked).max(seq);
+                        newer
+                    });
+                }
+            }
+            _ => {
+                let Some(open) = self.channels.get(&id) else {
+                    // Closed or never opened: dropped.
+                    return Ok(());
+                };
+                let input = match msg.command.as_str() {
+                    "ping" => Inbound::Ping(msg),
+                    "done" => Inbound::Input(Input::Done),
+                    "options" => Inbound::Input(Input::Options(msg)),
+                    // The peer's `ready` means nothing to the bridge.
+                    "ready" => return Ok(()),
+                    _ => Inbound::Input(Input::Control(msg)),
+                };
+                open.send(input);
+            }
+        }
+        Ok(())
+    }
+
+    fn open(&mut self, id: String, msg: Message) -> Result<(), FrameError> {
+        if self.channels.contains_key(&id) {
+            return Err(bad(format!("channel {id} is already open")));
+        }
+        let host = msg
+            .str("host")
+            .or(self.init_host.as_deref())
+            .unwrap_or("localhost")
+            .to_owned();
+        let group = msg.str("group").unwrap_or("default").to_owned();
+        let (in_tx, in_rx) = mpsc::unbounded_channel();
+        let (pong_tx, pong_rx) = watch::channel(0);
+        let mut ch = Channel::new(id.clone(), msg, in_rx, self.out.clone(), pong_rx);
+        self.serial += 1;
+        let serial = self.serial;
+        let finished = self.finished.0.clone();
+        let task = tokio::spawn(async move {
+            let result = crate::channels::run(&mut ch).await;
+            let close = ch.finish(result).await;
+            let _ = finished.send(Finished {
+                id: ch.id,
+                serial,
+                close,
+            });
+        });
+        self.channels.insert(
+            id,
+            Open {
+                serial,
+                host,
+                group,
+                inbound: in_tx,
+                pongs: pong_tx,
+                task,
+            },
+        );
+        Ok(())
+    }
+
+    /// `kill`: close every channel of `host` and `group` (both optional) with `terminated`.
+    async fn kill(&mut self, host: Option<&str>, group: Option<&str>) -> Result<(), FrameError> {
+        let mut ids: Vec<String> = self
+            .channels
+            .iter()
+            .filter(|(_, o)| host.is_none_or(|h| h == o.host))
+            .filter(|(_, o)| group.is_none_or(|g| g == o.group))
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort();
+        for id in ids {
+            if let Some(open) = self.channels.remove(&id) {
+                open.abort().await;
+                self.send(control::close(&id, Some(problem::TERMINATED)))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
 }

@@ -1,96 +1,408 @@
-//! `stream`: a spawned process with pipes.
+//! `stream`: a spawned process (pipes or a pty), a unix socket, or a TCP connection.
+//!
+//! Data from the peer goes to the process's stdin (or the socket); its output comes back as
+//! data. `done` from the peer closes stdin (or shuts down the socket's write side); the end of
+//! the output sends `done`, and the channel closes once the process has exited (with
+//! `exit-status` or `exit-signal`) or the socket has ended.
+//!
+//! The output is read only while the channel may send (flow control, output queue), and input
+//! is taken from the peer only as fast as the process consumes it, so neither side makes the
+//! bridge's memory grow.
 
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::Stdio;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use ferry_protocol::problem;
 use serde_json::{Map, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::Command;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::process::{Child, ChildStderr, Command};
 
 use crate::channel::{Channel, ChannelError, ChannelResult, Input};
+use crate::process::{self, ProcessGroup};
+use crate::pty::{self, WindowSize};
+
+/// Smallest and largest read from the output: idle channels keep small buffers, busy ones
+/// grow them.
+const READ_MIN: usize = 4 * 1024;
+const READ_MAX: usize = 64 * 1024;
+
+/// At most this much of stderr goes into the `close` message with `err: "message"`.
+const MESSAGE_MAX: usize = 256 * 1024;
+
+type Reader = Box<dyn AsyncRead + Unpin + Send>;
+type Writer = Box<dyn AsyncWrite + Unpin + Send>;
+
+fn protocol_error(message: &str) -> ChannelError {
+    ChannelError::new(problem::PROTOCOL_ERROR).message(message)
+}
 
 pub async fn run(ch: &mut Channel) -> ChannelResult {
-    let argv: Vec<String> = match ch.open.get("spawn") {
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| v.as_str().map(str::to_owned))
-            .collect::<Option<_>>()
-            .ok_or_else(|| ChannelError::new("protocol-error").message("spawn must be strings"))?,
-        _ => {
-            return Err(ChannelError::new(ferry_protocol::problem::NOT_SUPPORTED)
-                .message("stream needs \"spawn\""))
-        }
+    let has = |key: &str| ch.open.get(key).is_some();
+    let (spawn, unix, port) = (has("spawn"), has("unix"), has("port"));
+    if u8::from(spawn) + u8::from(unix) + u8::from(port) > 1 {
+        return Err(protocol_error(
+            "only one of \"spawn\", \"unix\" and \"port\" may be given",
+        ));
+    }
+    if spawn {
+        return run_process(ch).await;
+    }
+    if unix {
+        let Some(path) = ch.open.str("unix") else {
+            return Err(protocol_error("\"unix\" must be a string"));
+        };
+        let stream = tokio::net::UnixStream::connect(path)
+            .await
+            .map_err(|e| ChannelError::from_io(&e))?;
+        let (r, w) = stream.into_split();
+        return run_socket(ch, Box::new(r), Box::new(w)).await;
+    }
+    if port {
+        let port = match ch.open.get("port") {
+            Some(Value::Number(n)) => n.as_u64(),
+            Some(Value::String(s)) => s.parse::<u64>().ok(),
+            _ => None,
+        };
+        let Some(port) = port.and_then(|p| u16::try_from(p).ok()).filter(|&p| p != 0) else {
+            return Err(protocol_error("invalid \"port\""));
+        };
+        let address = match ch.open.get("address") {
+            None => "localhost".to_owned(),
+            Some(Value::String(a)) => a.clone(),
+            Some(_) => return Err(protocol_error("\"address\" must be a string")),
+        };
+        let stream = tokio::net::TcpStream::connect((address.as_str(), port))
+            .await
+            .map_err(|e| ChannelError::from_io(&e))?;
+        let (r, w) = stream.into_split();
+        return run_socket(ch, Box::new(r), Box::new(w)).await;
+    }
+    if has("internal") {
+        return Err(
+            ChannelError::new(problem::NOT_SUPPORTED).message("internal streams are not supported")
+        );
+    }
+    Err(protocol_error(
+        "stream needs \"spawn\", \"unix\" or \"port\"",
+    ))
+}
+
+async fn run_socket(ch: &mut Channel, reader: Reader, writer: Writer) -> ChannelResult {
+    ch.ready(Map::new()).await;
+    let mut pump = Pump {
+        reader,
+        writer: Some(writer),
+        pty: None,
+        stderr: None,
+        message: None,
     };
-    let Some((program, args)) = argv.split_first() else {
-        return Err(ChannelError::new("protocol-error").message("spawn is empty"));
-    };
+    pump.run(ch, None).await
+}
+
+/// Where the child's stderr goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Err {
+    /// The bridge's own stderr.
+    Inherit,
+    /// Into the channel's data, with stdout.
+    Out,
+    /// Nowhere.
+    Ignore,
+    /// Into the `close` message.
+    Message,
+}
+
+struct Spawn {
+    argv: Vec<String>,
+    environ: Vec<(String, String)>,
+    directory: Option<String>,
+    err: Err,
+    pty: Option<WindowSize>,
+}
+
+fn strings(value: &Value) -> Option<Vec<String>> {
+    value
+        .as_array()?
+        .iter()
+        .map(|v| v.as_str().map(str::to_owned))
+        .collect()
+}
+
+impl Spawn {
+    fn parse(open: &ferry_protocol::control::Message) -> Result<Self, ChannelError> {
+        let argv = open
+            .get("spawn")
+            .and_then(strings)
+            .filter(|argv| !argv.is_empty())
+            .ok_or_else(|| protocol_error("\"spawn\" must be a non-empty list of strings"))?;
+        let environ = match open.get("environ") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(v) => strings(v)
+                .and_then(|list| {
+                    list.iter()
+                        .map(|e| e.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+                        .collect::<Option<Vec<_>>>()
+                })
+                .filter(|env| env.iter().all(|(k, _)| !k.is_empty()))
+                .ok_or_else(|| protocol_error("\"environ\" must be a list of NAME=VALUE"))?,
+        };
+        let directory = match open.get("directory") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(d)) => Some(d.clone()),
+            Some(_) => return Err(protocol_error("\"directory\" must be a string")),
+        };
+        let err = match open.get("err") {
+            None | Some(Value::Null) => Err::Inherit,
+            Some(Value::String(e)) => match e.as_str() {
+                "out" => Err::Out,
+                "ignore" => Err::Ignore,
+                "message" => Err::Message,
+                _ => Err::Inherit,
+            },
+            Some(_) => return Err(protocol_error("\"err\" must be a string")),
+        };
+        let pty = match open.get("pty") {
+            None | Some(Value::Null) | Some(Value::Bool(false)) => None,
+            Some(Value::Bool(true)) => Some(WindowSize::default().update(open.get("window"))),
+            Some(_) => return Err(protocol_error("\"pty\" must be a boolean")),
+        };
+        Ok(Spawn {
+            argv,
+            environ,
+            directory,
+            err,
+            pty,
+        })
+    }
+}
+
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 writes two descriptors into the array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded: both are open descriptors nothing else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// A spawned child: its output, its input, and what it takes to tear it down.
+struct Spawned {
+    child: Child,
+    group: ProcessGroup,
+    pump: Pump,
+}
+
+fn spawn(spec: &Spawn) -> std::io::Result<Spawned> {
+    let (program, args) = spec
+        .argv
+        .split_first()
+        .ok_or(std::io::ErrorKind::InvalidInput)?;
     let mut cmd = Command::new(program);
-    cmd.args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true);
-    if let Some(dir) = ch.open.str("directory") {
+    cmd.args(args).kill_on_drop(true);
+    for (k, v) in &spec.environ {
+        cmd.env(k, v);
+    }
+    if let Some(dir) = &spec.directory {
         cmd.current_dir(dir);
     }
-    let mut child = cmd.spawn().map_err(|e| ChannelError::from_io(&e))?;
-    let mut stdin = child.stdin.take();
-    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let (reader, writer, pty_master): (Reader, Option<Writer>, _) = match spec.pty {
+        Some(size) => {
+            let (master, slave) = pty::open(size)?;
+            cmd.stdin(Stdio::from(slave.try_clone()?))
+                .stdout(Stdio::from(slave.try_clone()?))
+                .stderr(Stdio::from(slave));
+            // SAFETY: the closure only makes async-signal-safe calls.
+            unsafe {
+                cmd.pre_exec(|| {
+                    process::restore_fd_limit_in_child();
+                    pty::make_controlling_terminal()
+                });
+            }
+            let master = pty::Master::new(master)?;
+            (
+                Box::new(master.clone()),
+                Some(Box::new(master.clone())),
+                Some(master),
+            )
+        }
+        None => {
+            let (out_r, out_w) = pipe()?;
+            match spec.err {
+                Err::Inherit => cmd.stderr(Stdio::inherit()),
+                Err::Out => cmd.stderr(Stdio::from(out_w.try_clone()?)),
+                Err::Ignore => cmd.stderr(Stdio::null()),
+                Err::Message => cmd.stderr(Stdio::piped()),
+            };
+            cmd.stdin(Stdio::piped())
+                .stdout(Stdio::from(out_w))
+                .process_group(0);
+            // SAFETY: the closure only makes async-signal-safe calls.
+            unsafe {
+                cmd.pre_exec(|| {
+                    process::restore_fd_limit_in_child();
+                    Ok(())
+                });
+            }
+            let reader = tokio::net::unix::pipe::Receiver::from_owned_fd(out_r)?;
+            (Box::new(reader), None, None)
+        }
+    };
+    let mut child = cmd.spawn()?;
+    // The parent's copies of the child's ends must go, or the output never ends.
+    drop(cmd);
+    let group = ProcessGroup::new(child.id().unwrap_or(0));
+    let writer = match writer {
+        Some(w) => Some(w),
+        None => child.stdin.take().map(|w| Box::new(w) as Writer),
+    };
+    let stderr = child.stderr.take();
+    let message = stderr.as_ref().map(|_| Vec::new());
+    Ok(Spawned {
+        child,
+        group,
+        pump: Pump {
+            reader,
+            writer,
+            pty: pty_master,
+            stderr,
+            message,
+        },
+    })
+}
+
+async fn run_process(ch: &mut Channel) -> ChannelResult {
+    let spec = Spawn::parse(&ch.open)?;
+    let Spawned {
+        mut child,
+        mut group,
+        mut pump,
+    } = spawn(&spec).map_err(|e| ChannelError::from_io(&e))?;
     let mut extra = Map::new();
     if let Some(pid) = child.id() {
         extra.insert("pid".into(), pid.into());
     }
     ch.ready(extra).await;
-
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut out_open = true;
-    let mut in_open = true;
-    while out_open {
-        tokio::select! {
-            n = stdout.read(&mut buf) => match n {
-                Ok(0) | Err(_) => out_open = false,
-                Ok(n) => {
-                    if !ch.send_data(Bytes::copy_from_slice(&buf[..n])).await {
-                        return Ok(Map::new());
-                    }
-                }
-            },
-            input = ch.recv(), if in_open => match input {
-                Some(Input::Data(data)) => {
-                    if let Some(w) = stdin.as_mut() {
-                        if w.write_all(&data).await.is_err() {
-                            stdin = None;
-                        }
-                    }
-                }
-                Some(Input::Done) => stdin = None,
-                Some(_) => {}
-                None => in_open = false,
-            },
-        }
-    }
-    ch.done().await;
-    let status = child.wait().await.map_err(|e| ChannelError::from_io(&e))?;
-    let mut close = Map::new();
-    use std::os::unix::process::ExitStatusExt;
-    if let Some(code) = status.code() {
-        close.insert("exit-status".into(), code.into());
-    } else if let Some(sig) = status.signal() {
-        close.insert("exit-signal".into(), signal_name(sig).into());
-    }
-    Ok(close)
+    pump.run(ch, Some((&mut child, &mut group))).await
 }
 
-fn signal_name(sig: i32) -> String {
-    let name = match sig {
-        libc::SIGHUP => "HUP",
-        libc::SIGINT => "INT",
-        libc::SIGQUIT => "QUIT",
-        libc::SIGKILL => "KILL",
-        libc::SIGPIPE => "PIPE",
-        libc::SIGTERM => "TERM",
-        libc::SIGSEGV => "SEGV",
-        libc::SIGABRT => "ABRT",
-        _ => return sig.to_string(),
-    };
-    name.to_owned()
+/// Moves data between a channel and a process or socket.
+struct Pump {
+    reader: Reader,
+    writer: Option<Writer>,
+    /// Present for a pty: resized through `options`, never half-closed.
+    pty: Option<pty::Master>,
+    /// The child's stderr with `err: "message"`, and what it said so far.
+    stderr: Option<ChildStderr>,
+    message: Option<Vec<u8>>,
+}
+
+impl Pump {
+    /// Run until the output ends and (for a process) the child exited.
+    async fn run(
+        &mut self,
+        ch: &mut Channel,
+        mut process: Option<(&mut Child, &mut ProcessGroup)>,
+    ) -> ChannelResult {
+        let mut buf = BytesMut::new();
+        let mut read_size = READ_MIN;
+        let mut out_open = true;
+        let mut in_open = true;
+        let mut pending = Bytes::new();
+        let mut errbuf = [0u8; 4096];
+        loop {
+            let output_ended = !out_open && self.stderr.is_none();
+            if output_ended && process.is_none() {
+                // A socket: its end is the channel's end.
+                return Ok(Map::new());
+            }
+            tokio::select! {
+                r = async {
+                    buf.reserve(read_size);
+                    self.reader.read_buf(&mut buf).await
+                }, if out_open => match r {
+                    Ok(n) if n > 0 => {
+                        if n >= read_size && read_size < READ_MAX {
+                            read_size *= 2;
+                        }
+                        if !ch.send_data(buf.split().freeze()).await {
+                            return Ok(Map::new());
+                        }
+                    }
+                    _ => {
+                        out_open = false;
+                        ch.done().await;
+                    }
+                },
+                r = async {
+                    match self.writer.as_mut() {
+                        Some(w) => w.write(&pending).await,
+                        None => std::future::pending().await,
+                    }
+                }, if !pending.is_empty() => match r {
+                    Ok(n) if n > 0 => {
+                        let _ = pending.split_to(n.min(pending.len()));
+                    }
+                    _ => {
+                        // The child closed its input: drop what it will never read.
+                        self.writer = None;
+                        pending.clear();
+                    }
+                },
+                input = ch.recv(), if in_open && pending.is_empty() => match input {
+                    Some(Input::Data(data)) => {
+                        if self.writer.is_some() {
+                            pending = data;
+                        }
+                    }
+                    Some(Input::Done) => {
+                        if self.pty.is_none() {
+                            if let Some(mut w) = self.writer.take() {
+                                let _ = w.shutdown().await;
+                            }
+                        }
+                    }
+                    Some(Input::Options(options)) => {
+                        if let (Some(master), Some(window)) = (&self.pty, options.get("window")) {
+                            let _ = master.resize(WindowSize::default().update(Some(window)));
+                        }
+                    }
+                    Some(Input::Control(_)) => {}
+                    None => in_open = false,
+                },
+                r = async {
+                    match self.stderr.as_mut() {
+                        Some(e) => e.read(&mut errbuf).await,
+                        None => std::future::pending().await,
+                    }
+                }, if self.stderr.is_some() => match r {
+                    Ok(n) if n > 0 => {
+                        if let Some(message) = &mut self.message {
+                            let room = MESSAGE_MAX.saturating_sub(message.len());
+                            message.extend_from_slice(&errbuf[..n.min(room)]);
+                        }
+                    }
+                    _ => self.stderr = None,
+                },
+                status = async {
+                    match process.as_mut() {
+                        Some((child, _)) => child.wait().await,
+                        None => std::future::pending().await,
+                    }
+                }, if output_ended => {
+                    let status = status.map_err(|e| ChannelError::from_io(&e))?;
+                    if let Some((_, group)) = process.as_mut() {
+                        group.reaped();
+                    }
+                    let mut close = process::exit_fields(status);
+                    if let Some(message) = self.message.take() {
+                        let text = String::from_utf8_lossy(&message).into_owned();
+                        close.insert("message".into(), text.into());
+                    }
+                    return Ok(close);
+                },
+            }
+        }
+    }
 }

@@ -1,0 +1,258 @@
+//! Pseudo-terminals for `stream` channels with `"pty": true`.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Terminal size in characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowSize {
+    pub rows: u16,
+    pub cols: u16,
+}
+
+impl Default for WindowSize {
+    fn default() -> Self {
+        WindowSize { rows: 24, cols: 80 }
+    }
+}
+
+impl WindowSize {
+    /// From Cockpit's `window: {"rows": R, "cols": C}`; missing or invalid values keep
+    /// `self`'s.
+    pub fn update(self, window: Option<&serde_json::Value>) -> Self {
+        let field = |name: &str, old: u16| {
+            window
+                .and_then(|w| w.get(name))
+                .and_then(serde_json::Value::as_u64)
+                .and_then(|v| u16::try_from(v).ok())
+                .unwrap_or(old)
+        };
+        WindowSize {
+            rows: field("rows", self.rows),
+            cols: field("cols", self.cols),
+        }
+    }
+
+    fn winsize(self) -> libc::winsize {
+        libc::winsize {
+            ws_row: self.rows,
+            ws_col: self.cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        }
+    }
+}
+
+fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn set_cloexec(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor we own; no memory effects.
+    unsafe {
+        let flags = cvt(libc::fcntl(fd, libc::F_GETFD))?;
+        cvt(libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC))?;
+    }
+    Ok(())
+}
+
+/// Open a pseudo-terminal of `size`: returns the master (non-blocking) and the slave.
+/// Both are close-on-exec; the slave is meant for a child's standard descriptors.
+pub fn open(size: WindowSize) -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut master: libc::c_int = -1;
+    let mut slave: libc::c_int = -1;
+    let ws = size.winsize();
+    // SAFETY: openpty writes two descriptors into the ints we pass; name and termios are
+    // optional (null); the winsize is read only.
+    unsafe {
+        cvt(libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &ws as *const libc::winsize as _,
+        ))?;
+    }
+    // SAFETY: openpty succeeded, so both are open descriptors that nothing else owns.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    set_cloexec(master.as_raw_fd())?;
+    set_cloexec(slave.as_raw_fd())?;
+    // SAFETY: fcntl on a descriptor we own.
+    unsafe {
+        let flags = cvt(libc::fcntl(master.as_raw_fd(), libc::F_GETFL))?;
+        cvt(libc::fcntl(
+            master.as_raw_fd(),
+            libc::F_SETFL,
+            flags | libc::O_NONBLOCK,
+        ))?;
+    }
+    Ok((master, slave))
+}
+
+/// In a forked child before exec, with the slave as standard input: start a new session and
+/// make the terminal its controlling terminal. Only async-signal-safe calls.
+pub fn make_controlling_terminal() -> io::Result<()> {
+    // SAFETY: setsid and ioctl are async-signal-safe and have no memory effects here.
+    unsafe {
+        cvt(libc::setsid())?;
+        cvt(libc::ioctl(0, libc::TIOCSCTTY as _, 0))?;
+    }
+    Ok(())
+}
+
+/// The master side of a pseudo-terminal, readable and writable asynchronously. Clones share
+/// the descriptor.
+#[derive(Clone)]
+pub struct Master {
+    fd: Arc<AsyncFd<OwnedFd>>,
+}
+
+impl Master {
+    /// `fd` must be non-blocking (as [`open`] returns it).
+    pub fn new(fd: OwnedFd) -> io::Result<Self> {
+        // SAFETY: the descriptor is owned by the AsyncFd and stays open as long as it lives.
+        let fd = unsafe { AsyncFd::register(fd) }.map_err(io::Error::from)?;
+        Ok(Master { fd: Arc::new(fd) })
+    }
+
+    pub fn resize(&self, size: WindowSize) -> io::Result<()> {
+        let ws = size.winsize();
+        // SAFETY: TIOCSWINSZ reads a winsize from the pointer we pass.
+        unsafe {
+            cvt(libc::ioctl(
+                self.fd.get_ref().as_raw_fd(),
+                libc::TIOCSWINSZ as _,
+                &ws as *const libc::winsize,
+            ))?;
+        }
+        Ok(())
+    }
+}
+
+impl AsyncRead for Master {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            let mut guard = ready!(self.fd.poll_read_ready(cx))?;
+            let unfilled = buf.initialize_unfilled();
+            let result = guard.try_io(|fd| {
+                // SAFETY: reads at most unfilled.len() bytes into the initialised buffer.
+                let n = unsafe {
+                    libc::read(
+                        fd.get_ref().as_raw_fd(),
+                        unfilled.as_mut_ptr().cast(),
+                        unfilled.len(),
+                    )
+                };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            match result {
+                Ok(Ok(n)) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                // Every slave descriptor is closed: the end of the output.
+                Ok(Err(e)) if e.raw_os_error() == Some(libc::EIO) => return Poll::Ready(Ok(())),
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+impl AsyncWrite for Master {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            let mut guard = ready!(self.fd.poll_write_ready(cx))?;
+            let result = guard.try_io(|fd| {
+                // SAFETY: writes at most data.len() bytes from data.
+                let n = unsafe {
+                    libc::write(fd.get_ref().as_raw_fd(), data.as_ptr().cast(), data.len())
+                };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            match result {
+                Ok(result) => return Poll::Ready(result),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // A terminal cannot be half-closed.
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn window_size_from_options() {
+        let w = WindowSize::default();
+        assert_eq!(w, WindowSize { rows: 24, cols: 80 });
+        let w = w.update(Some(&json!({"rows": 40, "cols": 120})));
+        assert_eq!(
+            w,
+            WindowSize {
+                rows: 40,
+                cols: 120
+            }
+        );
+        let w = w.update(Some(&json!({"rows": -1, "cols": "x"})));
+        assert_eq!(
+            w,
+            WindowSize {
+                rows: 40,
+                cols: 120
+            }
+        );
+        let w = w.update(None);
+        assert_eq!(
+            w,
+            WindowSize {
+                rows: 40,
+                cols: 120
+            }
+        );
+        let w = w.update(Some(&json!({"cols": 70000})));
+        assert_eq!(
+            w,
+            WindowSize {
+                rows: 40,
+                cols: 120
+            }
+        );
+    }
+}
