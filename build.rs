@@ -1,1 +1,133 @@
-fn main() {}
+//! Builds the bridge (`payload/`) for every shipped target, compresses each image with zstd,
+//! hashes it with sha256, and leaves them in `$OUT_DIR/payloads` for `include_dir!`:
+//!
+//! - `<arch>.zst`: the zstd-compressed static executable;
+//! - `index`: one line per image, `arch target raw_size sha256`.
+//!
+//! A target whose standard library is not installed is left out with a warning that names the
+//! command adding it. The host's own architecture is always present: without its musl target,
+//! the host's gnu target is linked statically instead, so `ferry run local` works on any machine.
+
+use std::env;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+
+/// (arch as the loader reports it, musl target).
+const TARGETS: [(&str, &str); 2] = [
+    ("x86_64", "x86_64-unknown-linux-musl"),
+    ("aarch64", "aarch64-unknown-linux-musl"),
+];
+
+const PROFILE: &str = "payload";
+
+fn main() {
+    let root = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo")).join("payloads");
+    for path in ["payload", "protocol", "stage1", "Cargo.lock", ".cargo/config.toml"] {
+        println!("cargo:rerun-if-changed={}", root.join(path).display());
+    }
+    println!("cargo:rerun-if-env-changed=FERRY_PAYLOAD_TARGETS");
+
+    let _ = fs::remove_dir_all(&out);
+    fs::create_dir_all(&out).expect("create payload dir");
+    let sysroot = rustc_sysroot();
+    let host_arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
+    let wanted = env::var("FERRY_PAYLOAD_TARGETS").ok();
+
+    let mut index = String::new();
+    for (arch, musl) in TARGETS {
+        if let Some(w) = &wanted {
+            if !w.split(',').any(|t| t == arch || t == musl) && arch != host_arch {
+                continue;
+            }
+        }
+        let (target, static_gnu) = if has_std(&sysroot, musl) {
+            (musl.to_owned(), false)
+        } else if arch == host_arch {
+            let gnu = format!("{arch}-unknown-linux-gnu");
+            println!(
+                "cargo:warning=ferry: {musl} is not installed; the {arch} bridge is linked statically \
+                 from {gnu} instead (`rustup target add {musl}` for the smaller musl build)"
+            );
+            (gnu, true)
+        } else {
+            println!(
+                "cargo:warning=ferry: no {arch} bridge: {musl} is not installed \
+                 (add it with `rustup target add {musl}`)"
+            );
+            continue;
+        };
+        let exe = build_payload(&root, &target, static_gnu);
+        let raw = fs::read(&exe).unwrap_or_else(|e| fail(&format!("read {}: {e}", exe.display())));
+        let sha = hex(&Sha256::digest(&raw));
+        let zst = zstd::bulk::compress(&raw, 19).unwrap_or_else(|e| fail(&format!("zstd: {e}")));
+        fs::write(out.join(format!("{arch}.zst")), &zst).expect("write image");
+        index.push_str(&format!("{arch} {target} {} {sha}\n", raw.len()));
+    }
+    let mut f = fs::File::create(out.join("index")).expect("write index");
+    f.write_all(index.as_bytes()).expect("write index");
+}
+
+fn build_payload(root: &Path, target: &str, static_gnu: bool) -> PathBuf {
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let target_dir = payload_target_dir();
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(root)
+        .args(["build", "--quiet", "--package", "ferry-bridge", "--bin", "ferry-bridge"])
+        .args(["--profile", PROFILE, "--target", target])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        // The outer build's settings are not the payload's.
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("RUSTC_WRAPPER")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET")
+        .env_remove("RUSTFLAGS");
+    if static_gnu {
+        cmd.env("CARGO_ENCODED_RUSTFLAGS", "-Ctarget-feature=+crt-static");
+    }
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| fail(&format!("cannot run cargo for the payload: {e}")));
+    if !status.success() {
+        fail(&format!("building the bridge for {target} failed"));
+    }
+    target_dir.join(target).join(PROFILE).join("ferry-bridge")
+}
+
+/// `<target-dir>/payloads`: shared by every profile of the outer build, so the payload is built
+/// once however ferry itself is built (test, clippy, release).
+fn payload_target_dir() -> PathBuf {
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
+    out.ancestors()
+        .find(|p| p.join("CACHEDIR.TAG").is_file())
+        .map(|t| t.join("payloads"))
+        .unwrap_or_else(|| out.join("payload-target"))
+}
+
+fn rustc_sysroot() -> PathBuf {
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let out = Command::new(rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .unwrap_or_else(|e| fail(&format!("cannot run rustc: {e}")));
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+fn has_std(sysroot: &Path, target: &str) -> bool {
+    sysroot.join("lib/rustlib").join(target).join("lib").is_dir()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn fail(msg: &str) -> ! {
+    eprintln!("error: {msg}");
+    std::process::exit(1)
+}

@@ -1,0 +1,247 @@
+//! Using a booted bridge: `run` (one command through a `stream` channel) and `connect`
+//! (hand the protocol stream to the caller, byte for byte).
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use ferry_protocol::control::{self, Message};
+use ferry_protocol::{Frame, FrameCodec};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+use crate::boot::ended_early;
+use crate::{LaunchError, Session};
+
+/// What a run cost, for `--stats`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub payload_bytes: u64,
+    pub sent_bytes: u64,
+    pub cached: bool,
+}
+
+impl Stats {
+    pub fn to_json(&self) -> String {
+        json!({
+            "payload_bytes": self.payload_bytes,
+            "sent_bytes": self.sent_bytes,
+            "cached": self.cached,
+        })
+        .to_string()
+    }
+}
+
+fn stats(session: &Session) -> Stats {
+    Stats {
+        payload_bytes: session.booted.payload_bytes,
+        sent_bytes: session.sent.load(Ordering::Relaxed),
+        cached: session.booted.cached,
+    }
+}
+
+/// The channel `run` uses for its command.
+const CHANNEL: &str = "1";
+
+/// Run `command` at the far end and relay stdin, stdout and stderr.
+///
+/// Returns the exit status ferry should exit with: the command's own, or 128+N for signal N.
+pub async fn run(session: Session, command: &[String]) -> Result<(i32, Stats), LaunchError> {
+    let stats = stats(&session);
+    let Session {
+        writer,
+        reader,
+        child,
+        booted: _,
+        sent,
+    } = session;
+    let mut frames = FramedRead::new(reader, FrameCodec::new());
+    let mut sink = FramedWrite::new(writer, FrameCodec::new());
+
+    // The bridge speaks first.
+    let init = match frames.next().await {
+        Some(Ok(frame)) if frame.is_control() => frame
+            .parse_control()
+            .map_err(|e| LaunchError::Protocol(e.to_string()))?,
+        Some(Ok(_)) => return Err(LaunchError::Protocol("bridge sent data before init".into())),
+        Some(Err(e)) => return Err(LaunchError::Protocol(e.to_string())),
+        None => return Err(ended_early(child.wait().await)),
+    };
+    if init.command != "init" {
+        return Err(LaunchError::Protocol(format!(
+            "bridge began with {:?} instead of init",
+            init.command
+        )));
+    }
+    if let Some(problem) = init.problem() {
+        return Err(LaunchError::Terminated(format!(
+            "the bridge could not start: {problem}: {}",
+            init.str("message").unwrap_or("")
+        )));
+    }
+
+    let send = |m: Message| m.into_frame();
+    let open = control::open(CHANNEL, "stream")
+        .with("spawn", json!(command))
+        .with("binary", "raw");
+    for frame in [
+        send(control::init().with("host", "localhost")),
+        send(open),
+    ] {
+        sink.send(frame)
+            .await
+            .map_err(|e| LaunchError::Terminated(format!("lost the bridge: {e}")))?;
+    }
+
+    let mut stdin = tokio::io::stdin();
+    let mut stdout = tokio::io::stdout();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut stdin_open = true;
+    let code = loop {
+        tokio::select! {
+            n = stdin.read(&mut buf), if stdin_open => {
+                let frame = match n {
+                    Ok(0) | Err(_) => {
+                        stdin_open = false;
+                        send(control::done(CHANNEL))
+                    }
+                    Ok(n) => Frame::new(CHANNEL, Bytes::copy_from_slice(&buf[..n])),
+                };
+                if sink.send(frame).await.is_err() {
+                    stdin_open = false;
+                }
+            }
+            frame = frames.next() => {
+                let frame = match frame {
+                    Some(Ok(f)) => f,
+                    Some(Err(e)) => return Err(LaunchError::Protocol(e.to_string())),
+                    None => return Err(LaunchError::Terminated(
+                        "the bridge ended before the command finished".into())),
+                };
+                if frame.channel == CHANNEL {
+                    if stdout.write_all(&frame.payload).await.is_err() {
+                        // Our reader went away: stop the command as a pipeline would.
+                        let _ = sink.send(send(control::close(CHANNEL, None))).await;
+                    }
+                    let _ = stdout.flush().await;
+                    continue;
+                }
+                if !frame.is_control() {
+                    continue;
+                }
+                let msg = frame.parse_control().map_err(|e| LaunchError::Protocol(e.to_string()))?;
+                match (msg.command.as_str(), msg.channel()) {
+                    ("close", Some(CHANNEL)) => break exit_code(&msg, command),
+                    ("close", None) => {
+                        return Err(LaunchError::Protocol(format!(
+                            "the bridge closed the connection: {}",
+                            msg.problem().unwrap_or("no reason given")
+                        )))
+                    }
+                    ("ping", _) => {
+                        let mut pong = msg.clone();
+                        pong.fields.insert("command".into(), Value::from("pong"));
+                        let _ = sink.send(pong.into_frame()).await;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    };
+    let _ = stdout.flush().await;
+    let stats = Stats {
+        sent_bytes: sent.load(Ordering::Relaxed),
+        ..stats
+    };
+    // End of our input: the bridge exits, and so does the route.
+    let mut writer = sink.into_inner();
+    let _ = writer.shutdown().await;
+    drop(writer);
+    drop(frames);
+    let _ = child.wait().await;
+    Ok((code, stats))
+}
+
+fn exit_code(close: &Message, command: &[String]) -> i32 {
+    if let Some(code) = close.i64("exit-status") {
+        return code as i32;
+    }
+    if let Some(signal) = close.str("exit-signal") {
+        return 128 + signal_number(signal);
+    }
+    let program = command.first().map(String::as_str).unwrap_or("");
+    match close.problem() {
+        None => 0,
+        Some(problem) => {
+            let detail = close.str("message").unwrap_or(problem);
+            eprintln!("ferry: {program}: {detail}");
+            match problem {
+                "not-found" => 127,
+                "access-denied" => 126,
+                _ => 1,
+            }
+        }
+    }
+}
+
+fn signal_number(name: &str) -> i32 {
+    let name = name.trim_start_matches("SIG");
+    match name {
+        "HUP" => libc::SIGHUP,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        "ILL" => libc::SIGILL,
+        "TRAP" => libc::SIGTRAP,
+        "ABRT" => libc::SIGABRT,
+        "BUS" => libc::SIGBUS,
+        "FPE" => libc::SIGFPE,
+        "KILL" => libc::SIGKILL,
+        "USR1" => libc::SIGUSR1,
+        "SEGV" => libc::SIGSEGV,
+        "USR2" => libc::SIGUSR2,
+        "PIPE" => libc::SIGPIPE,
+        "ALRM" => libc::SIGALRM,
+        "TERM" => libc::SIGTERM,
+        other => other.parse().unwrap_or(0),
+    }
+}
+
+/// Hand the bridge's protocol stream to our stdin and stdout until either side ends.
+///
+/// Nothing is read from our stdin until the bridge has spoken (the handshake is lockstep).
+pub async fn connect(session: Session) -> Result<(i32, Stats), LaunchError> {
+    let stats = stats(&session);
+    let Session {
+        mut writer,
+        mut reader,
+        child,
+        booted: _,
+        sent,
+    } = session;
+    let first = reader
+        .fill_buf()
+        .await
+        .map_err(|e| LaunchError::Terminated(format!("lost the bridge: {e}")))?;
+    if first.is_empty() {
+        return Err(ended_early(child.wait().await));
+    }
+    let upstream = tokio::spawn(async move {
+        let mut stdin = tokio::io::stdin();
+        let _ = tokio::io::copy(&mut stdin, &mut writer).await;
+        let _ = writer.shutdown().await;
+    });
+    let mut stdout = tokio::io::stdout();
+    let _ = tokio::io::copy(&mut reader, &mut stdout).await;
+    let _ = stdout.flush().await;
+    upstream.abort();
+    let code = match child.wait().await {
+        crate::transport::Ended::Code(c) => c,
+        _ => 0,
+    };
+    let stats = Stats {
+        sent_bytes: sent.load(Ordering::Relaxed),
+        ..stats
+    };
+    Ok((code, stats))
+}

@@ -1,0 +1,116 @@
+use ferry_protocol::problem;
+
+/// Everything that can stop ferry from giving you a bridge. Each has a one-line message that
+/// says what happened and what to do, an exit status of its own, and a Cockpit `problem` code.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("{host}: host not found ({detail}); check the name, or its entry in your ssh config")]
+    UnknownHost { host: String, detail: String },
+    #[error("{host}: cannot connect ({detail}); is the machine up and sshd listening?")]
+    Unreachable { host: String, detail: String },
+    #[error("{host}: authentication failed ({detail}); check your key or agent (ferry never asks for a password)")]
+    AuthenticationFailed { host: String, detail: String },
+    #[error("{host}: host key is not known; connect once with `ssh {host}` to check and accept it")]
+    UnknownHostKey { host: String },
+    #[error("{host}: HOST KEY HAS CHANGED; if that is expected, remove the old key with `ssh-keygen -R {host}`")]
+    InvalidHostKey { host: String },
+    #[error("the remote is {arch}, and this ferry carries bridges for {available} only; {hint}")]
+    UnsupportedArch {
+        arch: String,
+        available: String,
+        hint: String,
+    },
+    #[error("no directory on the remote is writable and allows executing files (tried:{tried}); free one of them or set XDG_CACHE_HOME there")]
+    NoDirectory { tried: String },
+    #[error("{0}")]
+    Verification(String),
+    #[error("{0}")]
+    NoShell(String),
+    #[error("{0}")]
+    Terminated(String),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl LaunchError {
+    /// ferry's exit status for this failure (documented in README.md).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            LaunchError::UnknownHost { .. } | LaunchError::Unreachable { .. } => 201,
+            LaunchError::AuthenticationFailed { .. } => 202,
+            LaunchError::UnknownHostKey { .. } | LaunchError::InvalidHostKey { .. } => 203,
+            LaunchError::UnsupportedArch { .. } => 204,
+            LaunchError::NoDirectory { .. } => 205,
+            LaunchError::Verification(_) => 206,
+            LaunchError::NoShell(_) => 207,
+            LaunchError::Terminated(_) => 208,
+            LaunchError::Protocol(_) => 209,
+            LaunchError::Internal(_) => 210,
+        }
+    }
+
+    /// The Cockpit `problem` code for an `init` or `close` that reports this failure.
+    pub fn problem(&self) -> &'static str {
+        match self {
+            LaunchError::UnknownHost { .. } => problem::UNKNOWN_HOST,
+            LaunchError::Unreachable { .. } => problem::NO_HOST,
+            LaunchError::AuthenticationFailed { .. } => problem::AUTHENTICATION_FAILED,
+            LaunchError::UnknownHostKey { .. } => problem::UNKNOWN_HOSTKEY,
+            LaunchError::InvalidHostKey { .. } => problem::INVALID_HOSTKEY,
+            LaunchError::UnsupportedArch { .. }
+            | LaunchError::NoDirectory { .. }
+            | LaunchError::NoShell(_) => problem::NO_COCKPIT,
+            LaunchError::Verification(_) | LaunchError::Internal(_) => problem::INTERNAL_ERROR,
+            LaunchError::Terminated(_) => problem::TERMINATED,
+            LaunchError::Protocol(_) => problem::PROTOCOL_ERROR,
+        }
+    }
+
+    /// Classify what `ssh` printed when it could not connect.
+    pub(crate) fn from_ssh(host: &str, text: &str) -> Self {
+        let detail = text
+            .lines()
+            .map(str::trim)
+            .rfind(|l| !l.is_empty() && !l.starts_with("Warning: Permanently added"))
+            .unwrap_or("ssh failed")
+            .trim_start_matches("ssh: ")
+            .to_owned();
+        let host = host.to_owned();
+        if text.contains("IDENTIFICATION HAS CHANGED") || text.contains("POSSIBLE DNS SPOOFING") {
+            LaunchError::InvalidHostKey { host }
+        } else if text.contains("Host key verification failed")
+            || text.contains("No ED25519 host key is known")
+            || text.contains("host key is known")
+        {
+            LaunchError::UnknownHostKey { host }
+        } else if text.contains("Could not resolve hostname") || text.contains("Name or service not known") {
+            LaunchError::UnknownHost { host, detail }
+        } else if text.contains("Permission denied (") || text.contains("Too many authentication failures") {
+            LaunchError::AuthenticationFailed { host, detail }
+        } else {
+            LaunchError::Unreachable { host, detail }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_ssh_errors() {
+        let e = LaunchError::from_ssh("h", "ssh: Could not resolve hostname h: Name or service not known\r\n");
+        assert_eq!((e.exit_code(), e.problem()), (201, "unknown-host"));
+        let e = LaunchError::from_ssh("h", "ssh: connect to host h port 22: Connection refused");
+        assert_eq!((e.exit_code(), e.problem()), (201, "no-host"));
+        let e = LaunchError::from_ssh("h", "u@h: Permission denied (publickey).");
+        assert_eq!((e.exit_code(), e.problem()), (202, "authentication-failed"));
+        let e = LaunchError::from_ssh("h", "No ED25519 host key is known for h and you have requested strict checking.\nHost key verification failed.");
+        assert_eq!((e.exit_code(), e.problem()), (203, "unknown-hostkey"));
+        let e = LaunchError::from_ssh("h", "@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @\nHost key verification failed.");
+        assert_eq!((e.exit_code(), e.problem()), (203, "invalid-hostkey"));
+        assert!(!e.to_string().contains('\n'));
+    }
+}

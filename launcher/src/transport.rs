@@ -1,0 +1,172 @@
+//! Starting the first process of a route and holding on to it.
+
+use std::pin::Pin;
+use std::process::Stdio;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::hop::{Hop, Launch};
+use crate::LaunchError;
+
+/// A running route: the pipe pair of the command at its far end.
+pub struct Transport {
+    pub stdin: Pin<Box<dyn AsyncWrite + Send>>,
+    pub stdout: Pin<Box<dyn AsyncRead + Send>>,
+    pub child: Child,
+}
+
+/// The route's first process (and its ssh master, if any).
+pub struct Child(Process);
+
+enum Process {
+    Local(tokio::process::Child),
+    Ssh {
+        child: openssh::Child<Arc<openssh::Session>>,
+        session: Arc<openssh::Session>,
+    },
+}
+
+/// How the route's first process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended {
+    Code(i32),
+    Signal(i32),
+    Unknown,
+}
+
+impl Transport {
+    /// Start `launch`. Errors are reported as what a user can fix: unknown host, refused key,
+    /// missing program.
+    pub async fn start(launch: Launch, ssh_config: Option<&str>) -> Result<Transport, LaunchError> {
+        match launch {
+            Launch::Command(argv) => start_local(argv),
+            Launch::Ssh { hop, command_line } => start_ssh(&hop, &command_line, ssh_config).await,
+        }
+    }
+
+}
+
+impl Child {
+    /// Wait for the route's first process to end, then close its ssh master.
+    pub async fn wait(self) -> Ended {
+        use std::os::unix::process::ExitStatusExt;
+        let status = match self.0 {
+            Process::Local(mut child) => child.wait().await.ok(),
+            Process::Ssh { child, session } => {
+                let status = child.wait().await.ok();
+                if let Ok(session) = Arc::try_unwrap(session) {
+                    let _ = session.close().await;
+                }
+                status
+            }
+        };
+        match status {
+            Some(s) => match (s.code(), s.signal()) {
+                (Some(c), _) => Ended::Code(c),
+                (None, Some(sig)) => Ended::Signal(sig),
+                _ => Ended::Unknown,
+            },
+            None => Ended::Unknown,
+        }
+    }
+}
+
+fn start_local(argv: Vec<String>) -> Result<Transport, LaunchError> {
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| LaunchError::Internal("empty command".into()))?;
+    tracing::debug!(program, "starting the route locally");
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => LaunchError::NoShell(format!(
+                "{program}: program not found on this machine; check the first hop"
+            )),
+            std::io::ErrorKind::PermissionDenied => LaunchError::NoShell(format!(
+                "{program}: permission denied on this machine; check the first hop"
+            )),
+            _ => LaunchError::Internal(format!("cannot start {program}: {e}")),
+        })?;
+    let stdin = child.stdin.take().expect("stdin is piped");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    Ok(Transport {
+        stdin: Box::pin(stdin),
+        stdout: Box::pin(stdout),
+        child: Child(Process::Local(child)),
+    })
+}
+
+async fn start_ssh(
+    hop: &Hop,
+    command_line: &str,
+    ssh_config: Option<&str>,
+) -> Result<Transport, LaunchError> {
+    let Hop::Ssh { user, host, port } = hop else {
+        return Err(LaunchError::Internal("not an ssh hop".into()));
+    };
+    let mut builder = openssh::SessionBuilder::default();
+    builder
+        .known_hosts_check(openssh::KnownHosts::Strict)
+        .control_directory(control_dir())
+        // If ferry dies without closing it, the master leaves soon after its last use.
+        .control_persist(openssh::ControlPersist::IdleFor(
+            std::num::NonZeroUsize::new(30).expect("non-zero"),
+        ));
+    if let Some(u) = user {
+        builder.user(u.clone());
+    }
+    if let Some(p) = port {
+        builder.port(*p);
+    }
+    if let Some(cfg) = ssh_config {
+        builder.config_file(cfg);
+    }
+    tracing::debug!(%hop, "connecting with OpenSSH");
+    let session = builder
+        .connect(host)
+        .await
+        .map_err(|e| ssh_error(host, &e))?;
+    let session = Arc::new(session);
+    let mut child = session
+        .clone()
+        .arc_raw_command(command_line)
+        .stdin(openssh::Stdio::piped())
+        .stdout(openssh::Stdio::piped())
+        .stderr(openssh::Stdio::inherit())
+        .spawn()
+        .await
+        .map_err(|e| ssh_error(host, &e))?;
+    let stdin = child.stdin().take().expect("stdin is piped");
+    let stdout = child.stdout().take().expect("stdout is piped");
+    Ok(Transport {
+        stdin: Box::pin(stdin),
+        stdout: Box::pin(stdout),
+        child: Child(Process::Ssh { child, session }),
+    })
+}
+
+fn ssh_error(host: &str, err: &openssh::Error) -> LaunchError {
+    use std::error::Error as _;
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push('\n');
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    tracing::debug!(%text, "ssh failed");
+    LaunchError::from_ssh(host, &text)
+}
+
+fn control_dir() -> std::path::PathBuf {
+    std::env::var_os("XDG_RUNTIME_DIR")
+        .map(std::path::PathBuf::from)
+        .filter(|p| p.is_dir())
+        .unwrap_or_else(std::env::temp_dir)
+}
