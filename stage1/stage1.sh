@@ -47,9 +47,20 @@ case $t in
 esac
 u=$(id -u)
 r=${XDG_RUNTIME_DIR:+$XDG_RUNTIME_DIR/ferry}
+set -- "${XDG_CACHE_HOME:-${HOME:-/nonexistent}/.cache}/ferry" "$r" "/dev/shm/ferry-$u" "/tmp/ferry-$u" "/var/tmp/ferry-$u"
+for c in "$@"; do
+f="$c/$h"
+[ -n "$c" ] && [ -f "$f" ] || continue
+if [ "$(sum "$f")" = "$h" ]; then
+say hello "$a" cached "$t" "$c"
+exec "$f"
+fi
+rm -f "$f"
+fail tampered "$f"
+done
 d=
 tried=
-for c in "${XDG_CACHE_HOME:-${HOME:-/nonexistent}/.cache}/ferry" "$r" "/dev/shm/ferry-$u" "/tmp/ferry-$u" "/var/tmp/ferry-$u"; do
+for c in "$@"; do
 [ -n "$c" ] || continue
 tried="$tried $c"
 mkdir -p "$c" 2>/dev/null && [ -O "$c" ] && chmod 700 "$c" 2>/dev/null || continue
@@ -60,14 +71,6 @@ rm -f "$x"
 done
 [ -n "$d" ] || fail dir "$tried"
 f="$d/$h"
-if [ -f "$f" ]; then
-if [ "$(sum "$f")" = "$h" ]; then
-say hello "$a" cached "$t" "$d"
-exec "$f"
-fi
-rm -f "$f"
-fail tampered "$f"
-fi
 say hello "$a" need "$t" "$d"
 read -r c s z || exit 1
 [ "$c" = send ] || exit 1
