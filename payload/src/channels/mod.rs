@@ -4,6 +4,14 @@ mod echo;
 mod null;
 mod stream;
 
+mod fslist1;
+mod fsread1;
+mod fsreplace1;
+mod fsutil;
+mod fswatch1;
+mod gmonitor;
+mod inotify;
+
 use crate::channel::{Channel, ChannelError, ChannelResult};
 
 /// Run the channel's payload until it ends.
@@ -12,6 +20,10 @@ pub async fn run(ch: &mut Channel) -> ChannelResult {
         "echo" => echo::run(ch).await,
         "null" => null::run(ch).await,
         "stream" => stream::run(ch).await,
+        "fsread1" => fsread1::run(ch).await,
+        "fsreplace1" => fsreplace1::run(ch).await,
+        "fslist1" => fslist1::run(ch).await,
+        "fswatch1" => fswatch1::run(ch).await,
         other => Err(ChannelError::new(ferry_protocol::problem::NOT_SUPPORTED)
             .message(format!("payload type {other:?} is not supported"))),
     }

@@ -1,0 +1,163 @@
+//! `fsread1`: sends the content of a regular file, then `done`, and closes with the file's
+//! transaction `tag`.
+//!
+//! As the reference bridge does: a missing file closes at once with `tag: "-"` (no `ready`);
+//! `max_read_size` smaller than the file closes with `too-large`; something that is not a
+//! regular file is an `internal-error`; a file changed while it was read closes with
+//! `change-conflict`. `ready` carries `size-hint`, the file's size. Text channels get invalid
+//! UTF-8 and NUL bytes replaced with U+FFFD.
+
+use std::io;
+use std::os::unix::fs::MetadataExt;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use serde_json::{Map, Value};
+use tokio::io::AsyncReadExt;
+
+use super::fsutil::{self, TextSanitizer};
+use crate::channel::{Channel, ChannelError, ChannelResult, Input};
+use ferry_protocol::problem;
+
+/// Largest data frame this channel sends.
+const BLOCK: usize = 64 * 1024;
+
+pub async fn run(ch: &mut Channel) -> ChannelResult {
+    let path = match ch.open.get("path") {
+        None => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err(protocol_error("invalid \"path\" option for fsread channel")),
+    };
+    let Some(path) = path.filter(|p| !p.is_empty()) else {
+        return Err(protocol_error("missing \"path\" option for fsread channel"));
+    };
+    let max_read_size = match ch.open.get("max_read_size") {
+        None => None,
+        Some(v) => Some(v.as_i64().ok_or_else(|| {
+            protocol_error("invalid \"max_read_size\" option for fsread channel")
+        })?),
+    };
+
+    let file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) => return open_error(&path, &e),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| internal(&path, "couldn't stat", &e))?;
+    if !meta.is_file() {
+        return Err(ChannelError::new(problem::INTERNAL_ERROR)
+            .message(format!("{path}: not a readable file")));
+    }
+    if let Some(max) = max_read_size {
+        if i64::try_from(meta.size()).unwrap_or(i64::MAX) > max {
+            return Err(ChannelError::new(problem::TOO_LARGE));
+        }
+    }
+    let start_tag = fsutil::tag_from_meta(&meta);
+
+    let mut ready = Map::new();
+    ready.insert("size-hint".into(), meta.size().into());
+    ch.ready(ready).await;
+
+    let mut file = tokio::fs::File::from_std(file);
+    let mut text = (!ch.binary()).then(TextSanitizer::new);
+    let mut buf = vec![0u8; BLOCK];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .await
+            .map_err(|e| internal(&path, "couldn't read", &e))?;
+        if n == 0 {
+            break;
+        }
+        let data = match &mut text {
+            Some(t) => Bytes::from(t.push(&buf[..n])),
+            None => Bytes::copy_from_slice(&buf[..n]),
+        };
+        if !data.is_empty() && !ch.send_data(data).await {
+            return Ok(Map::new());
+        }
+        check_input(ch)?;
+    }
+    if let Some(t) = &mut text {
+        let rest = t.finish();
+        if !rest.is_empty() && !ch.send_data(Bytes::from(rest)).await {
+            return Ok(Map::new());
+        }
+    }
+    ch.done().await;
+
+    let end_tag = file
+        .metadata()
+        .await
+        .ok()
+        .map(|m| fsutil::tag_from_meta(&m));
+    if end_tag.as_deref() != Some(start_tag.as_str()) {
+        return Err(ChannelError::new(problem::CHANGE_CONFLICT));
+    }
+    let mut close = Map::new();
+    close.insert("tag".into(), start_tag.into());
+    Ok(close)
+}
+
+/// Data sent to this channel is a protocol error (checked between blocks, without waiting).
+fn check_input(ch: &mut Channel) -> Result<(), ChannelError> {
+    while let Some(input) = ch.recv().now_or_never() {
+        match input {
+            Some(Input::Data(_)) => {
+                return Err(protocol_error(
+                    "received unexpected message in fsread channel",
+                ))
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    Ok(())
+}
+
+fn open_error(path: &str, err: &io::Error) -> ChannelResult {
+    match err.raw_os_error() {
+        Some(libc::ENOENT) => {
+            let mut close = Map::new();
+            close.insert("tag".into(), "-".into());
+            Ok(close)
+        }
+        Some(libc::EACCES) | Some(libc::EPERM) => Err(ChannelError::new(problem::ACCESS_DENIED)),
+        _ => Err(internal(path, "couldn't open", err)),
+    }
+}
+
+fn internal(path: &str, what: &str, err: &io::Error) -> ChannelError {
+    ChannelError::new(problem::INTERNAL_ERROR)
+        .message(format!("{path}: {what}: {}", fsutil::error_text(err)))
+}
+
+fn protocol_error(message: &str) -> ChannelError {
+    ChannelError::new(problem::PROTOCOL_ERROR).message(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_file_closes_with_dash_tag() {
+        let r = open_error("/x", &io::Error::from_raw_os_error(libc::ENOENT)).unwrap();
+        assert_eq!(r.get("tag"), Some(&Value::from("-")));
+    }
+
+    #[test]
+    fn open_errors_map_like_the_reference() {
+        let e = open_error("/x", &io::Error::from_raw_os_error(libc::EACCES)).unwrap_err();
+        assert_eq!(e.problem, problem::ACCESS_DENIED);
+        assert_eq!(e.message, None);
+        let e = open_error("/x/y", &io::Error::from_raw_os_error(libc::ENOTDIR)).unwrap_err();
+        assert_eq!(e.problem, problem::INTERNAL_ERROR);
+        assert_eq!(
+            e.message.as_deref(),
+            Some("/x/y: couldn't open: Not a directory")
+        );
+    }
+}

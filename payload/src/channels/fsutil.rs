@@ -1,0 +1,605 @@
+//! Small helpers shared by the file-system channels (`fsread1`, `fsreplace1`, `fslist1`,
+//! `fswatch1`, `fsinfo`): transaction tags, file types, user and group names, error texts,
+//! path canonicalization and shell-style name matching.
+
+use std::ffi::CStr;
+use std::fs::Metadata;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+
+use serde_json::Value;
+
+/// The transaction tag of a file: its inode and modification time, `1:INO-SEC.NSEC` (the
+/// nanoseconds are not zero-padded, as the reference bridge writes them).
+pub fn tag_from_meta(meta: &Metadata) -> String {
+    format_tag(meta.ino(), meta.mtime(), meta.mtime_nsec())
+}
+
+pub fn format_tag(ino: u64, sec: i64, nsec: i64) -> String {
+    format!("1:{ino}-{sec}.{nsec}")
+}
+
+/// The tag of whatever `path` names now (following links): `-` when nothing exists there,
+/// `None` when it cannot be told (e.g. no permission).
+pub fn tag_for_path(path: &Path) -> Option<String> {
+    match std::fs::metadata(path) {
+        Ok(meta) => Some(tag_from_meta(&meta)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Some("-".to_owned()),
+        Err(_) => None,
+    }
+}
+
+/// [`tag_for_path`] as JSON: a string, or `null`.
+pub fn tag_value(path: &Path) -> Value {
+    tag_for_path(path).map_or(Value::Null, Value::String)
+}
+
+/// The file type names of `fslist1` and `fswatch1`.
+pub fn type_name(meta: &Metadata) -> &'static str {
+    let t = meta.file_type();
+    if t.is_file() {
+        "file"
+    } else if t.is_dir() {
+        "directory"
+    } else if t.is_symlink() {
+        "link"
+    } else {
+        "special"
+    }
+}
+
+/// The short file type names of `fsinfo` (`reg`, `dir`, `lnk`, ...).
+#[allow(dead_code)] // used by fsinfo
+pub fn short_type_name(meta: &Metadata) -> Option<&'static str> {
+    let t = meta.file_type();
+    Some(if t.is_file() {
+        "reg"
+    } else if t.is_dir() {
+        "dir"
+    } else if t.is_symlink() {
+        "lnk"
+    } else if t.is_char_device() {
+        "chr"
+    } else if t.is_block_device() {
+        "blk"
+    } else if t.is_fifo() {
+        "fifo"
+    } else if t.is_socket() {
+        "sock"
+    } else {
+        return None;
+    })
+}
+
+/// The text of an errno value, without Rust's " (os error N)" suffix.
+pub fn strerror(errno: i32) -> String {
+    let text = io::Error::from_raw_os_error(errno).to_string();
+    match text.rfind(" (os error ") {
+        Some(at) => text[..at].to_owned(),
+        None => text,
+    }
+}
+
+/// The text of an I/O error as C's `strerror` gives it.
+pub fn error_text(err: &io::Error) -> String {
+    match err.raw_os_error() {
+        Some(errno) => strerror(errno),
+        None => err.to_string(),
+    }
+}
+
+/// The symbolic name of an errno value (`ENOENT`, ...).
+#[allow(dead_code)] // used by fsinfo
+pub fn errno_name(errno: i32) -> String {
+    let name = match errno {
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::ESRCH => "ESRCH",
+        libc::EINTR => "EINTR",
+        libc::EIO => "EIO",
+        libc::ENXIO => "ENXIO",
+        libc::E2BIG => "E2BIG",
+        libc::EBADF => "EBADF",
+        libc::EAGAIN => "EAGAIN",
+        libc::ENOMEM => "ENOMEM",
+        libc::EACCES => "EACCES",
+        libc::EFAULT => "EFAULT",
+        libc::EBUSY => "EBUSY",
+        libc::EEXIST => "EEXIST",
+        libc::EXDEV => "EXDEV",
+        libc::ENODEV => "ENODEV",
+        libc::ENOTDIR => "ENOTDIR",
+        libc::EISDIR => "EISDIR",
+        libc::EINVAL => "EINVAL",
+        libc::ENFILE => "ENFILE",
+        libc::EMFILE => "EMFILE",
+        libc::ETXTBSY => "ETXTBSY",
+        libc::EFBIG => "EFBIG",
+        libc::ENOSPC => "ENOSPC",
+        libc::EROFS => "EROFS",
+        libc::EMLINK => "EMLINK",
+        libc::ENAMETOOLONG => "ENAMETOOLONG",
+        libc::ENOTEMPTY => "ENOTEMPTY",
+        libc::ELOOP => "ELOOP",
+        libc::EOVERFLOW => "EOVERFLOW",
+        libc::ESTALE => "ESTALE",
+        libc::EDQUOT => "EDQUOT",
+        libc::ENOTCONN => "ENOTCONN",
+        libc::ECONNREFUSED => "ECONNREFUSED",
+        _ => return format!("E{errno}"),
+    };
+    name.to_owned()
+}
+
+/// The name of user `uid`, from the password database.
+pub fn user_name(uid: u32) -> Option<String> {
+    let mut buf = vec![0u8; 1024];
+    loop {
+        // SAFETY: an all-zero `passwd` is a valid value for getpwuid_r to fill in.
+        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: every pointer is valid for the call and `buf` is as long as we say.
+        let rc = unsafe {
+            libc::getpwuid_r(
+                uid,
+                &mut pwd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if rc == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 4, 0);
+            continue;
+        }
+        if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
+            return None;
+        }
+        // SAFETY: getpwuid_r succeeded: pw_name points at a NUL-terminated string in `buf`.
+        let name = unsafe { CStr::from_ptr(pwd.pw_name) };
+        return Some(name.to_string_lossy().into_owned());
+    }
+}
+
+/// The name of group `gid`, from the group database.
+pub fn group_name(gid: u32) -> Option<String> {
+    let mut buf = vec![0u8; 1024];
+    loop {
+        // SAFETY: an all-zero `group` is a valid value for getgrgid_r to fill in.
+        let mut grp: libc::group = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::group = std::ptr::null_mut();
+        // SAFETY: every pointer is valid for the call and `buf` is as long as we say.
+        let rc = unsafe {
+            libc::getgrgid_r(
+                gid,
+                &mut grp,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if rc == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 4, 0);
+            continue;
+        }
+        if rc != 0 || result.is_null() || grp.gr_name.is_null() {
+            return None;
+        }
+        // SAFETY: getgrgid_r succeeded: gr_name points at a NUL-terminated string in `buf`.
+        let name = unsafe { CStr::from_ptr(grp.gr_name) };
+        return Some(name.to_string_lossy().into_owned());
+    }
+}
+
+/// The uid of user `name`.
+pub fn user_id(name: &str) -> Option<u32> {
+    let cname = std::ffi::CString::new(name).ok()?;
+    let mut buf = vec![0u8; 1024];
+    loop {
+        // SAFETY: an all-zero `passwd` is a valid value for getpwnam_r to fill in.
+        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: every pointer is valid for the call and `buf` is as long as we say.
+        let rc = unsafe {
+            libc::getpwnam_r(
+                cname.as_ptr(),
+                &mut pwd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if rc == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 4, 0);
+            continue;
+        }
+        return (rc == 0 && !result.is_null()).then_some(pwd.pw_uid);
+    }
+}
+
+/// The gid of group `name`.
+pub fn group_id(name: &str) -> Option<u32> {
+    let cname = std::ffi::CString::new(name).ok()?;
+    let mut buf = vec![0u8; 1024];
+    loop {
+        // SAFETY: an all-zero `group` is a valid value for getgrnam_r to fill in.
+        let mut grp: libc::group = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::group = std::ptr::null_mut();
+        // SAFETY: every pointer is valid for the call and `buf` is as long as we say.
+        let rc = unsafe {
+            libc::getgrnam_r(
+                cname.as_ptr(),
+                &mut grp,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if rc == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 4, 0);
+            continue;
+        }
+        return (rc == 0 && !result.is_null()).then_some(grp.gr_gid);
+    }
+}
+
+/// User and group names, looked up once each.
+#[derive(Default)]
+pub struct NameCache {
+    users: std::collections::HashMap<u32, Option<String>>,
+    groups: std::collections::HashMap<u32, Option<String>>,
+}
+
+impl NameCache {
+    pub fn user(&mut self, uid: u32) -> Option<String> {
+        self.users
+            .entry(uid)
+            .or_insert_with(|| user_name(uid))
+            .clone()
+    }
+
+    pub fn group(&mut self, gid: u32) -> Option<String> {
+        self.groups
+            .entry(gid)
+            .or_insert_with(|| group_name(gid))
+            .clone()
+    }
+}
+
+/// An absolute, textually canonical form of `path`: relative paths are taken from the current
+/// directory, and repeated slashes, `.` and `..` are resolved without looking at the disk.
+pub fn canonical_path(path: &str) -> String {
+    let joined = if path.starts_with('/') {
+        path.to_owned()
+    } else {
+        let cwd = std::env::current_dir()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "/".to_owned());
+        format!("{cwd}/{path}")
+    };
+    let mut parts: Vec<&str> = Vec::new();
+    for part in joined.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            other => parts.push(other),
+        }
+    }
+    let mut out = String::with_capacity(joined.len());
+    for part in &parts {
+        out.push('/');
+        out.push_str(part);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+/// `dir/name`, without doubling the slash after `/`.
+pub fn join(dir: &str, name: &str) -> String {
+    if dir.ends_with('/') {
+        format!("{dir}{name}")
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+/// Shell-style matching of a file name against `pattern`: `*`, `?`, `[abc]`, `[a-z]` and
+/// `[!abc]`, as Python's `fnmatch` does it on POSIX (`*` also matches `/` and leading dots).
+#[allow(dead_code)] // used by fsinfo
+pub fn fnmatch(pattern: &str, name: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    // Iterative matching with backtracking to the last `*`.
+    let (mut pi, mut ni) = (0usize, 0usize);
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        if pi < p.len() {
+            match p[pi] {
+                '*' => {
+                    star = Some((pi, ni));
+                    pi += 1;
+                    continue;
+                }
+                '?' => {
+                    pi += 1;
+                    ni += 1;
+                    continue;
+                }
+                '[' => {
+                    if let Some((matched, next)) = match_class(&p, pi, n[ni]) {
+                        if matched {
+                            pi = next;
+                            ni += 1;
+                            continue;
+                        }
+                    } else if n[ni] == '[' {
+                        // An unclosed `[` is a literal.
+                        pi += 1;
+                        ni += 1;
+                        continue;
+                    }
+                }
+                c if c == n[ni] => {
+                    pi += 1;
+                    ni += 1;
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        match star {
+            Some((sp, sn)) => {
+                pi = sp + 1;
+                ni = sn + 1;
+                star = Some((sp, sn + 1));
+            }
+            None => return false,
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+/// Match `c` against the class starting at `p[start] == '['`: `Some((matched, index after))`,
+/// or `None` when the class is not closed.
+#[allow(dead_code)] // used by fsinfo
+fn match_class(p: &[char], start: usize, c: char) -> Option<(bool, usize)> {
+    let mut i = start + 1;
+    let negate = matches!(p.get(i), Some('!'));
+    if negate {
+        i += 1;
+    }
+    let mut matched = false;
+    let mut first = true;
+    loop {
+        let &ch = p.get(i)?;
+        if ch == ']' && !first {
+            return Some((matched != negate, i + 1));
+        }
+        first = false;
+        if p.get(i + 1) == Some(&'-') && p.get(i + 2).is_some_and(|&e| e != ']') {
+            let end = p[i + 2];
+            if ch <= c && c <= end {
+                matched = true;
+            }
+            i += 3;
+        } else {
+            if ch == c {
+                matched = true;
+            }
+            i += 1;
+        }
+    }
+}
+
+/// Converts text-channel output to UTF-8 the way the reference bridge does: every byte that
+/// is not part of a valid UTF-8 sequence, and every NUL byte, becomes U+FFFD. A sequence
+/// split across two chunks is held back until the next chunk completes it.
+#[derive(Default)]
+pub struct TextSanitizer {
+    tail: Vec<u8>,
+}
+
+const REPLACEMENT: &str = "\u{FFFD}";
+
+impl TextSanitizer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Convert the next chunk.
+    pub fn push(&mut self, data: &[u8]) -> Vec<u8> {
+        let mut input = std::mem::take(&mut self.tail);
+        input.extend_from_slice(data);
+        let mut out = Vec::with_capacity(input.len());
+        let mut rest = &input[..];
+        loop {
+            match std::str::from_utf8(rest) {
+                Ok(valid) => {
+                    push_without_nul(&mut out, valid);
+                    break;
+                }
+                Err(e) => {
+                    let (valid, after) = rest.split_at(e.valid_up_to());
+                    // SAFETY-free: `valid` is valid UTF-8 by construction.
+                    push_without_nul(&mut out, std::str::from_utf8(valid).unwrap_or_default());
+                    match e.error_len() {
+                        Some(_) => {
+                            out.extend_from_slice(REPLACEMENT.as_bytes());
+                            rest = &after[1..];
+                        }
+                        None => {
+                            // Incomplete sequence at the end: keep it for the next chunk.
+                            self.tail = after.to_vec();
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The stream ended: an incomplete sequence left over becomes replacement characters.
+    pub fn finish(&mut self) -> Vec<u8> {
+        let n = std::mem::take(&mut self.tail).len();
+        REPLACEMENT.repeat(n).into_bytes()
+    }
+}
+
+fn push_without_nul(out: &mut Vec<u8>, text: &str) {
+    for (i, part) in text.split('\0').enumerate() {
+        if i > 0 {
+            out.extend_from_slice(REPLACEMENT.as_bytes());
+        }
+        out.extend_from_slice(part.as_bytes());
+    }
+}
+
+/// A JSON object written field by field, in order (the reference bridge's field order).
+pub struct JsonObject {
+    buf: Vec<u8>,
+}
+
+impl JsonObject {
+    pub fn new() -> Self {
+        JsonObject { buf: vec![b'{'] }
+    }
+
+    /// Add a field with any JSON value.
+    pub fn field(mut self, key: &str, value: &Value) -> Self {
+        if self.buf.len() > 1 {
+            self.buf.push(b',');
+        }
+        // Serializing a string or a `Value` cannot fail.
+        let _ = serde_json::to_writer(&mut self.buf, key);
+        self.buf.push(b':');
+        let _ = serde_json::to_writer(&mut self.buf, value);
+        self
+    }
+
+    pub fn str(self, key: &str, value: &str) -> Self {
+        self.field(key, &Value::String(value.to_owned()))
+    }
+
+    pub fn finish(mut self) -> bytes::Bytes {
+        self.buf.push(b'}');
+        bytes::Bytes::from(self.buf)
+    }
+}
+
+impl Default for JsonObject {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_have_unpadded_nanoseconds() {
+        assert_eq!(format_tag(12, 1700000000, 5000), "1:12-1700000000.5000");
+        assert_eq!(format_tag(7, 1, 123456789), "1:7-1.123456789");
+    }
+
+    #[test]
+    fn tag_of_missing_file_is_dash() {
+        assert_eq!(
+            tag_for_path(Path::new("/nonexistent/ferry/x")).as_deref(),
+            Some("-")
+        );
+        let dir = std::env::temp_dir();
+        let meta = std::fs::metadata(&dir).unwrap();
+        assert_eq!(tag_for_path(&dir), Some(tag_from_meta(&meta)));
+        assert!(tag_from_meta(&meta).starts_with(&format!("1:{}-", meta.ino())));
+    }
+
+    #[test]
+    fn error_texts_are_plain() {
+        assert_eq!(strerror(libc::ENOENT), "No such file or directory");
+        assert_eq!(errno_name(libc::ENOTDIR), "ENOTDIR");
+        assert_eq!(errno_name(4095), "E4095");
+    }
+
+    #[test]
+    fn root_has_a_name() {
+        assert_eq!(user_name(0).as_deref(), Some("root"));
+        assert_eq!(user_id("root"), Some(0));
+        assert_eq!(group_id("root"), Some(0));
+        assert_eq!(group_name(0).as_deref(), Some("root"));
+        assert_eq!(user_id("no-such-user-ferry"), None);
+    }
+
+    #[test]
+    fn canonical_paths() {
+        assert_eq!(canonical_path("/a//b/./c/"), "/a/b/c");
+        assert_eq!(canonical_path("/a/b/../c"), "/a/c");
+        assert_eq!(canonical_path("/../.."), "/");
+        assert_eq!(canonical_path("/"), "/");
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(canonical_path("x"), format!("{}/x", cwd.display()));
+        assert_eq!(join("/", "a"), "/a");
+        assert_eq!(join("/d", "a"), "/d/a");
+    }
+
+    #[test]
+    fn fnmatch_like_python() {
+        assert!(fnmatch("*", "anything"));
+        assert!(fnmatch("*", ".hidden"));
+        assert!(fnmatch("*.txt", "a.txt"));
+        assert!(!fnmatch("*.txt", "a.txt.bak"));
+        assert!(fnmatch("a?c", "abc"));
+        assert!(!fnmatch("a?c", "ac"));
+        assert!(fnmatch("[ab]*", "bx"));
+        assert!(!fnmatch("[!ab]*", "bx"));
+        assert!(fnmatch("[a-c]x", "bx"));
+        assert!(fnmatch("[]]", "]"));
+        assert!(fnmatch("a[", "a["));
+        assert!(fnmatch("*a*b*", "xxaxxbxx"));
+        assert!(!fnmatch("*a*b", "xxaxxbxxc"));
+        assert!(fnmatch("", ""));
+        assert!(!fnmatch("", "a"));
+    }
+
+    #[test]
+    fn sanitizer_replaces_each_bad_byte_and_nul() {
+        let mut s = TextSanitizer::new();
+        assert_eq!(
+            s.push(b"a\0b\xff\xfec\n"),
+            "a\u{FFFD}b\u{FFFD}\u{FFFD}c\n".as_bytes()
+        );
+        // A truncated sequence followed by ASCII: each byte is replaced.
+        assert_eq!(s.push(b"\xe2\x82x"), "\u{FFFD}\u{FFFD}x".as_bytes());
+        assert!(s.finish().is_empty());
+    }
+
+    #[test]
+    fn sanitizer_joins_split_code_points() {
+        let euro = "€".as_bytes();
+        let mut s = TextSanitizer::new();
+        assert_eq!(s.push(&euro[..1]), b"");
+        assert_eq!(s.push(&euro[1..]), euro);
+        assert_eq!(s.push(&euro[..2]), b"");
+        assert_eq!(s.finish(), "\u{FFFD}\u{FFFD}".as_bytes());
+    }
+
+    #[test]
+    fn json_object_keeps_field_order() {
+        let out = JsonObject::new()
+            .str("event", "created")
+            .str("path", "/a \"b\"")
+            .field("tag", &Value::Null)
+            .finish();
+        assert_eq!(
+            &out[..],
+            br#"{"event":"created","path":"/a \"b\"","tag":null}"#
+        );
+        assert_eq!(&JsonObject::new().finish()[..], b"{}");
+    }
+}
