@@ -27,7 +27,13 @@ const PROFILE: &str = "payload";
 fn main() {
     let root = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo")).join("payloads");
-    for path in ["payload", "protocol", "stage1", "Cargo.lock", ".cargo/config.toml"] {
+    for path in [
+        "payload",
+        "protocol",
+        "stage1",
+        "Cargo.lock",
+        ".cargo/config.toml",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(path).display());
     }
     println!("cargo:rerun-if-env-changed=FERRY_PAYLOAD_TARGETS");
@@ -77,7 +83,14 @@ fn build_payload(root: &Path, target: &str, static_gnu: bool) -> PathBuf {
     let target_dir = payload_target_dir();
     let mut cmd = Command::new(cargo);
     cmd.current_dir(root)
-        .args(["build", "--quiet", "--package", "ferry-bridge", "--bin", "ferry-bridge"])
+        .args([
+            "build",
+            "--quiet",
+            "--package",
+            "ferry-bridge",
+            "--bin",
+            "ferry-bridge",
+        ])
         .args(["--profile", PROFILE, "--target", target])
         .arg("--target-dir")
         .arg(&target_dir)
@@ -120,7 +133,11 @@ fn rustc_sysroot() -> PathBuf {
 }
 
 fn has_std(sysroot: &Path, target: &str) -> bool {
-    sysroot.join("lib/rustlib").join(target).join("lib").is_dir()
+    sysroot
+        .join("lib/rustlib")
+        .join(target)
+        .join("lib")
+        .is_dir()
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -145,18 +145,23 @@ fn finish(result: Result<(i32, Stats), LaunchError>, show_stats: bool, protocol:
 fn payloads_command(unpack: Option<PathBuf>) -> anyhow::Result<u8> {
     let images = payloads::images();
     if let Some(dir) = unpack {
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
         for image in &images.0 {
             let path = dir.join(image.arch);
             let raw = image.raw().context("embedded image does not decompress")?;
-            std::fs::write(&path, raw).with_context(|| format!("cannot write {}", path.display()))?;
+            std::fs::write(&path, raw)
+                .with_context(|| format!("cannot write {}", path.display()))?;
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
             println!("{}", path.display());
         }
         return Ok(0);
     }
-    println!("{:<8} {:<28} {:>10} {:>10}  sha256", "arch", "target", "raw", "zstd");
+    println!(
+        "{:<8} {:<28} {:>10} {:>10}  sha256",
+        "arch", "target", "raw", "zstd"
+    );
     for image in &images.0 {
         println!(
             "{:<8} {:<28} {:>10} {:>10}  {}",

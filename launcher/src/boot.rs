@@ -32,7 +32,11 @@ pub struct Session {
 }
 
 /// Start `route` and boot a bridge at its end.
-pub async fn boot(route: &Route, images: &Images, opts: &BootOptions) -> Result<Session, LaunchError> {
+pub async fn boot(
+    route: &Route,
+    images: &Images,
+    opts: &BootOptions,
+) -> Result<Session, LaunchError> {
     let invocation = Invocation::new(images.offers());
     let launch = route.launch(invocation.argv(), opts.ssh_config.as_deref());
     let Transport {

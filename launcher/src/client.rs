@@ -85,10 +85,7 @@ pub async fn run(session: Session, command: &[String]) -> Result<(i32, Stats), L
     let open = control::open(CHANNEL, "stream")
         .with("spawn", json!(command))
         .with("binary", "raw");
-    for frame in [
-        send(control::init().with("host", "localhost")),
-        send(open),
-    ] {
+    for frame in [send(control::init().with("host", "localhost")), send(open)] {
         sink.send(frame)
             .await
             .map_err(|e| LaunchError::Terminated(format!("lost the bridge: {e}")))?;
@@ -175,12 +172,13 @@ fn exit_code(close: &Message, command: &[String]) -> i32 {
         None => 0,
         Some(problem) => {
             let detail = close.str("message").unwrap_or(problem);
-            eprintln!("ferry: {program}: {detail}");
-            match problem {
-                "not-found" => 127,
-                "access-denied" => 126,
-                _ => 1,
-            }
+            let (what, code) = match problem {
+                "not-found" => ("command not found on the remote", 127),
+                "access-denied" => ("permission denied on the remote", 126),
+                _ => ("could not run on the remote", 1),
+            };
+            eprintln!("ferry: {program}: {what} ({detail})");
+            code
         }
     }
 }

@@ -10,8 +10,8 @@ pub enum LaunchError {
     Unreachable { host: String, detail: String },
     #[error("{host}: authentication failed ({detail}); check your key or agent (ferry never asks for a password)")]
     AuthenticationFailed { host: String, detail: String },
-    #[error("{host}: host key is not known; connect once with `ssh {host}` to check and accept it")]
-    UnknownHostKey { host: String },
+    #[error("{host}: host key is not known; connect once with `{ssh}` to check and accept it")]
+    UnknownHostKey { host: String, ssh: String },
     #[error("{host}: HOST KEY HAS CHANGED; if that is expected, remove the old key with `ssh-keygen -R {host}`")]
     InvalidHostKey { host: String },
     #[error("the remote is {arch}, and this ferry carries bridges for {available} only; {hint}")]
@@ -68,8 +68,9 @@ impl LaunchError {
         }
     }
 
-    /// Classify what `ssh` printed when it could not connect.
-    pub(crate) fn from_ssh(host: &str, text: &str) -> Self {
+    /// Classify what `ssh` printed when it could not connect; `ssh` is the command a user would
+    /// type to reach the same host.
+    pub(crate) fn from_ssh(host: &str, ssh: &str, text: &str) -> Self {
         let detail = text
             .lines()
             .map(str::trim)
@@ -84,10 +85,17 @@ impl LaunchError {
             || text.contains("No ED25519 host key is known")
             || text.contains("host key is known")
         {
-            LaunchError::UnknownHostKey { host }
-        } else if text.contains("Could not resolve hostname") || text.contains("Name or service not known") {
+            LaunchError::UnknownHostKey {
+                host,
+                ssh: ssh.to_owned(),
+            }
+        } else if text.contains("Could not resolve hostname")
+            || text.contains("Name or service not known")
+        {
             LaunchError::UnknownHost { host, detail }
-        } else if text.contains("Permission denied (") || text.contains("Too many authentication failures") {
+        } else if text.contains("Permission denied (")
+            || text.contains("Too many authentication failures")
+        {
             LaunchError::AuthenticationFailed { host, detail }
         } else {
             LaunchError::Unreachable { host, detail }
@@ -101,15 +109,27 @@ mod tests {
 
     #[test]
     fn classifies_ssh_errors() {
-        let e = LaunchError::from_ssh("h", "ssh: Could not resolve hostname h: Name or service not known\r\n");
+        let e = LaunchError::from_ssh(
+            "h",
+            "ssh h",
+            "ssh: Could not resolve hostname h: Name or service not known\r\n",
+        );
         assert_eq!((e.exit_code(), e.problem()), (201, "unknown-host"));
-        let e = LaunchError::from_ssh("h", "ssh: connect to host h port 22: Connection refused");
+        let e = LaunchError::from_ssh(
+            "h",
+            "ssh h",
+            "ssh: connect to host h port 22: Connection refused",
+        );
         assert_eq!((e.exit_code(), e.problem()), (201, "no-host"));
-        let e = LaunchError::from_ssh("h", "u@h: Permission denied (publickey).");
+        let e = LaunchError::from_ssh("h", "ssh h", "u@h: Permission denied (publickey).");
         assert_eq!((e.exit_code(), e.problem()), (202, "authentication-failed"));
-        let e = LaunchError::from_ssh("h", "No ED25519 host key is known for h and you have requested strict checking.\nHost key verification failed.");
+        let e = LaunchError::from_ssh("h", "ssh h", "No ED25519 host key is known for h and you have requested strict checking.\nHost key verification failed.");
         assert_eq!((e.exit_code(), e.problem()), (203, "unknown-hostkey"));
-        let e = LaunchError::from_ssh("h", "@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @\nHost key verification failed.");
+        let e = LaunchError::from_ssh(
+            "h",
+            "ssh h",
+            "@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @\nHost key verification failed.",
+        );
         assert_eq!((e.exit_code(), e.problem()), (203, "invalid-hostkey"));
         assert!(!e.to_string().contains('\n'));
     }

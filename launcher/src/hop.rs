@@ -78,7 +78,10 @@ fn parse_ssh(whole: &str, rest: &str) -> Result<Hop, HopParseError> {
         return Err(HopParseError::NoHost(whole.into()));
     }
     let port = port
-        .map(|p| p.parse::<u16>().map_err(|_| HopParseError::BadPort(whole.into())))
+        .map(|p| {
+            p.parse::<u16>()
+                .map_err(|_| HopParseError::BadPort(whole.into()))
+        })
         .transpose()?;
     Ok(Hop::Ssh {
         user,
@@ -136,10 +139,7 @@ pub enum Launch {
     /// Run this argv on this machine.
     Command(Vec<String>),
     /// Connect to the first hop with OpenSSH and run this command line there.
-    Ssh {
-        hop: Hop,
-        command_line: String,
-    },
+    Ssh { hop: Hop, command_line: String },
 }
 
 impl Route {
@@ -171,7 +171,9 @@ impl Route {
                         };
                     }
                     let mut v = vec!["ssh".to_owned(), "-T".to_owned()];
-                    if let (Some(cfg), true) = (ssh_config, self.hops[..i].iter().all(|h| *h == Hop::Local)) {
+                    if let (Some(cfg), true) =
+                        (ssh_config, self.hops[..i].iter().all(|h| *h == Hop::Local))
+                    {
                         v.extend(["-F".to_owned(), cfg.to_owned()]);
                     }
                     if let Some(p) = port {
@@ -211,15 +213,29 @@ mod tests {
     fn parses_hops() {
         assert_eq!("local".parse::<Hop>().unwrap(), Hop::Local);
         assert_eq!("ssh:h".parse::<Hop>().unwrap(), ssh(None, "h", None));
-        assert_eq!("ssh:u@h:2222".parse::<Hop>().unwrap(), ssh(Some("u"), "h", Some(2222)));
-        assert_eq!("ssh:[::1]:22".parse::<Hop>().unwrap(), ssh(None, "::1", Some(22)));
+        assert_eq!(
+            "ssh:u@h:2222".parse::<Hop>().unwrap(),
+            ssh(Some("u"), "h", Some(2222))
+        );
+        assert_eq!(
+            "ssh:[::1]:22".parse::<Hop>().unwrap(),
+            ssh(None, "::1", Some(22))
+        );
         assert_eq!(
             "exec:chroot '/srv/arm 64'".parse::<Hop>().unwrap(),
             Hop::Exec {
                 argv: vec!["chroot".into(), "/srv/arm 64".into()]
             }
         );
-        for bad in ["ssh:", "ssh:@h", "ssh:h:x", "ssh:h:99999", "exec:", "exec:'a", "nope"] {
+        for bad in [
+            "ssh:",
+            "ssh:@h",
+            "ssh:h:x",
+            "ssh:h:99999",
+            "exec:",
+            "exec:'a",
+            "nope",
+        ] {
             assert!(bad.parse::<Hop>().is_err(), "{bad} parsed");
         }
     }

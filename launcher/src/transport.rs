@@ -44,7 +44,6 @@ impl Transport {
             Launch::Ssh { hop, command_line } => start_ssh(&hop, &command_line, ssh_config).await,
         }
     }
-
 }
 
 impl Child {
@@ -127,11 +126,16 @@ async fn start_ssh(
     if let Some(cfg) = ssh_config {
         builder.config_file(cfg);
     }
+    let dest = hop.ssh_destination().unwrap_or_default();
+    let suggest = match port {
+        Some(p) => format!("ssh -p {p} {dest}"),
+        None => format!("ssh {dest}"),
+    };
     tracing::debug!(%hop, "connecting with OpenSSH");
     let session = builder
         .connect(host)
         .await
-        .map_err(|e| ssh_error(host, &e))?;
+        .map_err(|e| ssh_error(host, &suggest, &e))?;
     let session = Arc::new(session);
     let mut child = session
         .clone()
@@ -141,7 +145,7 @@ async fn start_ssh(
         .stderr(openssh::Stdio::inherit())
         .spawn()
         .await
-        .map_err(|e| ssh_error(host, &e))?;
+        .map_err(|e| ssh_error(host, &suggest, &e))?;
     let stdin = child.stdin().take().expect("stdin is piped");
     let stdout = child.stdout().take().expect("stdout is piped");
     Ok(Transport {
@@ -151,7 +155,7 @@ async fn start_ssh(
     })
 }
 
-fn ssh_error(host: &str, err: &openssh::Error) -> LaunchError {
+fn ssh_error(host: &str, suggest: &str, err: &openssh::Error) -> LaunchError {
     use std::error::Error as _;
     let mut text = err.to_string();
     let mut source = err.source();
@@ -161,7 +165,7 @@ fn ssh_error(host: &str, err: &openssh::Error) -> LaunchError {
         source = s.source();
     }
     tracing::debug!(%text, "ssh failed");
-    LaunchError::from_ssh(host, &text)
+    LaunchError::from_ssh(host, suggest, &text)
 }
 
 fn control_dir() -> std::path::PathBuf {

@@ -256,12 +256,24 @@ mod tests {
 
     #[test]
     fn rejects_bad_sizes() {
-        assert!(matches!(decode_all(b"12345678901\n"), Err(FrameError::SizeTooLong)));
-        assert!(matches!(decode_all(b"99999999999"), Err(FrameError::SizeTooLong)));
-        assert!(matches!(decode_all(b"x\n"), Err(FrameError::SizeNotInteger)));
+        assert!(matches!(
+            decode_all(b"12345678901\n"),
+            Err(FrameError::SizeTooLong)
+        ));
+        assert!(matches!(
+            decode_all(b"99999999999"),
+            Err(FrameError::SizeTooLong)
+        ));
+        assert!(matches!(
+            decode_all(b"x\n"),
+            Err(FrameError::SizeNotInteger)
+        ));
         assert!(matches!(decode_all(b"1x"), Err(FrameError::SizeNotInteger)));
         assert!(matches!(decode_all(b"\n"), Err(FrameError::SizeNotInteger)));
-        assert!(matches!(decode_all(b"9999999999\n"), Err(FrameError::TooLarge(_))));
+        assert!(matches!(
+            decode_all(b"9999999999\n"),
+            Err(FrameError::TooLarge(_))
+        ));
         assert!(matches!(decode_all(b"3\nabc"), Err(FrameError::NoChannel)));
         assert!(matches!(decode_all(b"5\nab"), Err(FrameError::Truncated)));
     }

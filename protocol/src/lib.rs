@@ -8,8 +8,8 @@
 //! stays small: framing ([`FrameCodec`]), the [`Frame`] type, and helpers for control messages
 //! ([`control`]). It does no I/O of its own.
 
-mod frame;
 pub mod control;
+mod frame;
 pub mod problem;
 
 pub use frame::{Frame, FrameCodec, FrameError, MAX_FRAME_SIZE, MAX_SIZE_DIGITS};

@@ -68,7 +68,10 @@ impl Invocation {
         self.argv()
             .iter()
             .map(|word| {
-                if word.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_=.,/".contains(&b)) {
+                if word
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_=.,/".contains(&b))
+                {
                     word.clone()
                 } else {
                     format!("'{word}'")
@@ -107,14 +110,20 @@ mod tests {
         }
         assert!(s.len() < 2048, "script is {} bytes", s.len());
         for joined_wrong in ["then;", "do;", "else;", "{;", "|;", ";;;"] {
-            assert!(!s.contains(joined_wrong), "script contains {joined_wrong:?}");
+            assert!(
+                !s.contains(joined_wrong),
+                "script contains {joined_wrong:?}"
+            );
         }
     }
 
     #[test]
     fn minify_joins_by_rule() {
         let src = "# c\nif a; then\nb\nfi\ncase x in\ny) z ;;\nesac\nf() {\ng\n}\n";
-        assert_eq!(minify(src), "if a; then b; fi; case x in y) z ;; esac; f() { g; }");
+        assert_eq!(
+            minify(src),
+            "if a; then b; fi; case x in y) z ;; esac; f() { g; }"
+        );
     }
 
     #[test]

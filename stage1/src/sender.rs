@@ -149,7 +149,12 @@ where
 
     let (codec, image) = source.encoded(arch, &booted.tools)?;
     let total = image.len() as u64;
-    tracing::debug!(arch, codec = codec.name(), bytes = total, "sending bridge image");
+    tracing::debug!(
+        arch,
+        codec = codec.name(),
+        bytes = total,
+        "sending bridge image"
+    );
     writer
         .write_all(format!("send {total} {}\n", codec.name()).as_bytes())
         .await?;
@@ -241,17 +246,31 @@ mod tests {
 
     #[test]
     fn codec_choice() {
-        assert_eq!(Tools::parse("zstd,gzip,sha256sum,").best_codec(), Codec::Zstd);
+        assert_eq!(
+            Tools::parse("zstd,gzip,sha256sum,").best_codec(),
+            Codec::Zstd
+        );
         assert_eq!(Tools::parse("gzip,sha256sum,").best_codec(), Codec::Gzip);
         assert_eq!(Tools::parse("sha256sum,").best_codec(), Codec::Raw);
     }
 
     #[test]
     fn failures_map() {
-        assert!(matches!(failure("fail arch mips64"), Stage1Error::UnsupportedArch(a) if a == "mips64"));
-        assert!(matches!(failure("fail dir  /a /b"), Stage1Error::NoDirectory(_)));
-        assert!(matches!(failure("fail corrupt 10/20"), Stage1Error::Corrupt(_)));
-        assert!(matches!(failure("fail nosum zstd,"), Stage1Error::NoSha256Tool));
+        assert!(
+            matches!(failure("fail arch mips64"), Stage1Error::UnsupportedArch(a) if a == "mips64")
+        );
+        assert!(matches!(
+            failure("fail dir  /a /b"),
+            Stage1Error::NoDirectory(_)
+        ));
+        assert!(matches!(
+            failure("fail corrupt 10/20"),
+            Stage1Error::Corrupt(_)
+        ));
+        assert!(matches!(
+            failure("fail nosum zstd,"),
+            Stage1Error::NoSha256Tool
+        ));
         assert!(matches!(failure("fail what"), Stage1Error::Protocol(_)));
     }
 }
