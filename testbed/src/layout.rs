@@ -64,6 +64,11 @@ impl UserSpec {
         format!("{USER_PREFIX}{}", self.short)
     }
 
+    /// The user's uid, when the user exists.
+    pub fn uid(&self) -> Option<u32> {
+        passwd(&self.name()).map(|p| p.uid)
+    }
+
     /// The home directory: `/home/ferry-<short>`.
     pub fn home(&self) -> PathBuf {
         PathBuf::from("/home").join(self.name())

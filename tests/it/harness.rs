@@ -1,1 +1,551 @@
 //! The `Test` builder and helpers shared by every integration test.
+//!
+//! ```ignore
+//! let output = Test::new()
+//!     .args(["run", "local", "--", "uname", "-m"])
+//!     .stdout("x86_64\n")
+//!     .status(0)
+//!     .run();
+//! ```
+//!
+//! `run` starts the `ferry` binary built for these tests, in a process group of its own, feeds it
+//! the given stdin (then closes it), and fails the test with everything it printed when it does
+//! not finish within the timeout, or when an expectation is not met. Unless told otherwise each
+//! test gets a fresh `XDG_CACHE_HOME`, so the local remote (`local`, `exec:` hops) starts cold.
+#![allow(dead_code)] // Not every test binary module uses every helper.
+
+use std::ffi::{OsStr, OsString};
+use std::io::{Read, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The `ferry` binary under test.
+pub fn ferry_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ferry")
+}
+
+/// What to do with `XDG_CACHE_HOME`.
+enum CacheHome {
+    /// A fresh temporary directory, kept in the [`Output`].
+    Fresh,
+    /// This directory (e.g. shared by a cold and a warm run).
+    At(PathBuf),
+    /// Whatever the test process has.
+    Inherit,
+}
+
+enum Expect {
+    Exactly(Vec<u8>),
+    Contains(Vec<String>),
+}
+
+/// A run of `ferry` and what it must do.
+pub struct Test {
+    args: Vec<OsString>,
+    env: Vec<(OsString, Option<OsString>)>,
+    stdin: Vec<u8>,
+    cache_home: CacheHome,
+    current_dir: Option<PathBuf>,
+    stdout: Option<Vec<u8>>,
+    stdout_contains: Vec<String>,
+    stdout_lacks: Vec<String>,
+    stderr: Option<Vec<u8>>,
+    stderr_contains: Vec<String>,
+    stderr_lacks: Vec<String>,
+    status: Option<i32>,
+    timeout: Duration,
+}
+
+impl Default for Test {
+    fn default() -> Self {
+        Test::new()
+    }
+}
+
+impl Test {
+    /// A run expecting exit status 0 (change with [`Test::status`] or [`Test::any_status`]).
+    pub fn new() -> Test {
+        Test {
+            args: Vec::new(),
+            env: Vec::new(),
+            stdin: Vec::new(),
+            cache_home: CacheHome::Fresh,
+            current_dir: None,
+            stdout: None,
+            stdout_contains: Vec::new(),
+            stdout_lacks: Vec::new(),
+            stderr: None,
+            stderr_contains: Vec::new(),
+            stderr_lacks: Vec::new(),
+            status: Some(0),
+            timeout: Duration::from_secs(60),
+        }
+    }
+
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Test {
+        self.args.push(arg.as_ref().to_owned());
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Test
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// `--ssh-config FILE` for the shared loopback sshd (call after the subcommand).
+    pub fn ssh_config(self) -> Test {
+        let config = ferry_testbed::Sshd::shared().client_config();
+        self.arg("--ssh-config").arg(config)
+    }
+
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Test {
+        self.env
+            .push((key.as_ref().to_owned(), Some(value.as_ref().to_owned())));
+        self
+    }
+
+    pub fn env_remove(mut self, key: impl AsRef<OsStr>) -> Test {
+        self.env.push((key.as_ref().to_owned(), None));
+        self
+    }
+
+    pub fn stdin(mut self, stdin: impl AsRef<[u8]>) -> Test {
+        self.stdin = stdin.as_ref().to_vec();
+        self
+    }
+
+    /// Use this directory as `XDG_CACHE_HOME` instead of a fresh one.
+    pub fn cache_home(mut self, dir: impl Into<PathBuf>) -> Test {
+        self.cache_home = CacheHome::At(dir.into());
+        self
+    }
+
+    /// Leave `XDG_CACHE_HOME` as the test process has it.
+    pub fn inherit_cache_home(mut self) -> Test {
+        self.cache_home = CacheHome::Inherit;
+        self
+    }
+
+    pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Test {
+        self.current_dir = Some(dir.into());
+        self
+    }
+
+    /// stdout must be exactly this.
+    pub fn stdout(mut self, stdout: impl AsRef<[u8]>) -> Test {
+        self.stdout = Some(stdout.as_ref().to_vec());
+        self
+    }
+
+    pub fn stdout_contains(mut self, text: impl Into<String>) -> Test {
+        self.stdout_contains.push(text.into());
+        self
+    }
+
+    pub fn stdout_lacks(mut self, text: impl Into<String>) -> Test {
+        self.stdout_lacks.push(text.into());
+        self
+    }
+
+    /// stderr must be exactly this.
+    pub fn stderr(mut self, stderr: impl AsRef<[u8]>) -> Test {
+        self.stderr = Some(stderr.as_ref().to_vec());
+        self
+    }
+
+    pub fn stderr_contains(mut self, text: impl Into<String>) -> Test {
+        self.stderr_contains.push(text.into());
+        self
+    }
+
+    pub fn stderr_lacks(mut self, text: impl Into<String>) -> Test {
+        self.stderr_lacks.push(text.into());
+        self
+    }
+
+    /// The exit status `ferry` must end with (default 0).
+    pub fn status(mut self, code: i32) -> Test {
+        self.status = Some(code);
+        self
+    }
+
+    /// Accept any exit status (the caller looks at [`Output::status`] itself).
+    pub fn any_status(mut self) -> Test {
+        self.status = None;
+        self
+    }
+
+    /// How long `ferry` may take (default 60 s); longer is a failure.
+    pub fn timeout(mut self, timeout: Duration) -> Test {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Run `ferry` and check every expectation; panics with the whole output on a failure.
+    pub fn run(self) -> Output {
+        let (cache_dir, cache_path) = match &self.cache_home {
+            CacheHome::Fresh => {
+                let dir = tempfile::Builder::new()
+                    .prefix("ferry-it-cache-")
+                    .tempdir()
+                    .expect("temporary XDG_CACHE_HOME");
+                let path = dir.path().to_owned();
+                (Some(dir), Some(path))
+            }
+            CacheHome::At(path) => (None, Some(path.clone())),
+            CacheHome::Inherit => (None, None),
+        };
+        let mut command = Command::new(ferry_bin());
+        command
+            .args(&self.args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        if let Some(path) = &cache_path {
+            command.env("XDG_CACHE_HOME", path);
+        }
+        for (key, value) in &self.env {
+            match value {
+                Some(v) => command.env(key, v),
+                None => command.env_remove(key),
+            };
+        }
+        if let Some(dir) = &self.current_dir {
+            command.current_dir(dir);
+        }
+        let shown = self.show();
+        let raw = run_with_timeout(command, self.stdin.clone(), self.timeout)
+            .unwrap_or_else(|e| panic!("{shown}: {e}"));
+        let output = Output {
+            command: shown,
+            status: raw.status,
+            stdout: raw.stdout,
+            stderr: raw.stderr,
+            cache_dir,
+            cache_path,
+        };
+        if let Some(hang) = raw.hang {
+            output.fail(&format!(
+                "did not finish within {:?} ({hang}); output so far below",
+                self.timeout
+            ));
+        }
+        self.check(&output);
+        output
+    }
+
+    fn show(&self) -> String {
+        let args: Vec<String> = self
+            .args
+            .iter()
+            .map(|a| {
+                let a = a.to_string_lossy();
+                if a.is_empty() || a.contains(|c: char| c.is_whitespace() || "'\"$\\".contains(c)) {
+                    format!("'{}'", a.replace('\'', r"'\''"))
+                } else {
+                    a.into_owned()
+                }
+            })
+            .collect();
+        format!("ferry {}", args.join(" "))
+    }
+
+    fn check(&self, output: &Output) {
+        if let Some(code) = self.status {
+            if output.status.code() != Some(code) {
+                output.fail(&format!(
+                    "exit status: expected {code}, got {}",
+                    describe(output.status)
+                ));
+            }
+        }
+        for (name, actual, exact, contains, lacks) in [
+            (
+                "stdout",
+                &output.stdout,
+                &self.stdout,
+                &self.stdout_contains,
+                &self.stdout_lacks,
+            ),
+            (
+                "stderr",
+                &output.stderr,
+                &self.stderr,
+                &self.stderr_contains,
+                &self.stderr_lacks,
+            ),
+        ] {
+            let text = String::from_utf8_lossy(actual);
+            if let Some(exact) = exact {
+                if actual != exact {
+                    output.fail(&format!(
+                        "{name}: expected exactly\n{}",
+                        String::from_utf8_lossy(exact)
+                    ));
+                }
+            }
+            for want in contains {
+                if !text.contains(want.as_str()) {
+                    output.fail(&format!("{name}: expected to contain {want:?}"));
+                }
+            }
+            for unwanted in lacks {
+                if text.contains(unwanted.as_str()) {
+                    output.fail(&format!("{name}: must not contain {unwanted:?}"));
+                }
+            }
+        }
+    }
+}
+
+/// What a run of `ferry` did.
+pub struct Output {
+    pub command: String,
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    cache_dir: Option<tempfile::TempDir>,
+    cache_path: Option<PathBuf>,
+}
+
+impl Output {
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    pub fn stderr_str(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+
+    /// The `XDG_CACHE_HOME` the run had (fresh unless the test chose one).
+    pub fn cache_home(&self) -> &Path {
+        self.cache_path
+            .as_deref()
+            .expect("this run inherited XDG_CACHE_HOME")
+    }
+
+    /// Keep the fresh `XDG_CACHE_HOME` beyond this `Output` (for a second run).
+    pub fn keep_cache_home(&mut self) -> tempfile::TempDir {
+        self.cache_dir.take().expect("this run had no fresh cache")
+    }
+
+    /// The control messages on stdout (for `ferry connect`).
+    pub fn control_messages(&self) -> Vec<serde_json::Value> {
+        match parse_frames(&self.stdout) {
+            Ok(frames) => frames
+                .into_iter()
+                .filter(|(channel, _)| channel.is_empty())
+                .map(|(_, payload)| {
+                    serde_json::from_slice(&payload).unwrap_or_else(|e| {
+                        self.fail(&format!(
+                            "control payload is not JSON ({e}): {}",
+                            String::from_utf8_lossy(&payload)
+                        ))
+                    })
+                })
+                .collect(),
+            Err(e) => self.fail(&format!("stdout is not a frame stream: {e}")),
+        }
+    }
+
+    /// The first frame on stdout, which must be a control `init` message.
+    pub fn init(&self) -> serde_json::Value {
+        let messages = self.control_messages();
+        let Some(first) = messages.into_iter().next() else {
+            self.fail("stdout has no control message")
+        };
+        if first["command"] != "init" {
+            self.fail(&format!("the first control message is not init: {first}"));
+        }
+        first
+    }
+
+    /// The `ferry: stats {...}` line of `--stats`.
+    pub fn stats(&self) -> Stats {
+        let text = self.stderr_str();
+        let Some(json) = text.lines().find_map(|l| l.strip_prefix("ferry: stats ")) else {
+            self.fail("stderr has no `ferry: stats` line")
+        };
+        let value: serde_json::Value = serde_json::from_str(json)
+            .unwrap_or_else(|e| self.fail(&format!("stats line is not JSON: {e}")));
+        let (Some(payload_bytes), Some(sent_bytes), Some(cached)) = (
+            value["payload_bytes"].as_u64(),
+            value["sent_bytes"].as_u64(),
+            value["cached"].as_bool(),
+        ) else {
+            self.fail(&format!("stats line lacks a field: {value}"))
+        };
+        Stats {
+            payload_bytes,
+            sent_bytes,
+            cached,
+        }
+    }
+
+    /// Fail the test with this message and everything the run printed.
+    pub fn fail(&self, message: &str) -> ! {
+        panic!(
+            "\n{}\n{message}\n--- exit status: {}\n--- stdout:\n{}\n--- stderr:\n{}\n---\n",
+            self.command,
+            describe(self.status),
+            String::from_utf8_lossy(&self.stdout),
+            String::from_utf8_lossy(&self.stderr)
+        )
+    }
+}
+
+/// What `--stats` reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stats {
+    pub payload_bytes: u64,
+    pub sent_bytes: u64,
+    pub cached: bool,
+}
+
+fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code.to_string(),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        _ => status.to_string(),
+    }
+}
+
+/// Split a Cockpit frame stream (`LEN\nCHANNEL\nPAYLOAD`...) into (channel, payload).
+pub fn parse_frames(mut bytes: &[u8]) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let mut frames = Vec::new();
+    while !bytes.is_empty() {
+        let newline = bytes
+            .iter()
+            .position(|b| *b == b'\n')
+            .ok_or("a size line without a newline")?;
+        let size: usize = std::str::from_utf8(&bytes[..newline])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| {
+                format!(
+                    "bad size line {:?}",
+                    String::from_utf8_lossy(&bytes[..newline])
+                )
+            })?;
+        let rest = &bytes[newline + 1..];
+        if rest.len() < size {
+            return Err(format!(
+                "a frame of {size} bytes is cut off after {}",
+                rest.len()
+            ));
+        }
+        let frame = &rest[..size];
+        let channel_end = frame
+            .iter()
+            .position(|b| *b == b'\n')
+            .ok_or("a frame without a channel line")?;
+        let channel = String::from_utf8(frame[..channel_end].to_vec())
+            .map_err(|_| "a channel that is not UTF-8")?;
+        frames.push((channel, frame[channel_end + 1..].to_vec()));
+        bytes = &rest[size..];
+    }
+    Ok(frames)
+}
+
+/// A whole frame as it goes on the wire.
+pub fn frame(channel: &str, payload: &[u8]) -> Vec<u8> {
+    let mut out = format!("{}\n{channel}\n", channel.len() + 1 + payload.len()).into_bytes();
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A control frame carrying `message`.
+pub fn control(message: &serde_json::Value) -> Vec<u8> {
+    frame("", message.to_string().as_bytes())
+}
+
+struct RawOutput {
+    status: ExitStatus,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    /// Set when the process had to be killed: why.
+    hang: Option<String>,
+}
+
+fn reader(mut source: impl Read + Send + 'static) -> (Arc<Mutex<Vec<u8>>>, JoinHandle<()>) {
+    let buffer = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&buffer);
+    let handle = std::thread::spawn(move || {
+        let mut chunk = [0u8; 16384];
+        loop {
+            match source.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => sink.lock().unwrap().extend_from_slice(&chunk[..n]),
+            }
+        }
+    });
+    (buffer, handle)
+}
+
+/// Run `command` (already in its own process group), killing the group when it runs too long.
+fn run_with_timeout(
+    mut command: Command,
+    stdin: Vec<u8>,
+    timeout: Duration,
+) -> std::io::Result<RawOutput> {
+    let mut child = command.spawn()?;
+    let pgid = child.id() as libc::pid_t;
+    let mut child_stdin = child.stdin.take().expect("piped stdin");
+    let writer = std::thread::spawn(move || {
+        // A broken pipe only means that ferry did not read everything: the test decides.
+        let _ = child_stdin.write_all(&stdin);
+    });
+    let (stdout, out_thread) = reader(child.stdout.take().expect("piped stdout"));
+    let (stderr, err_thread) = reader(child.stderr.take().expect("piped stderr"));
+    let kill_group = || {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+    };
+    let start = Instant::now();
+    let mut hang = None;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if start.elapsed() > timeout {
+            hang = Some("killed".to_string());
+            kill_group();
+            break child.wait()?;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    // ferry has exited; whatever it started must let go of its output soon.
+    let grace = Instant::now();
+    while !(out_thread.is_finished() && err_thread.is_finished()) {
+        if grace.elapsed() > Duration::from_secs(10) {
+            hang.get_or_insert_with(|| {
+                "exited, but something it started still holds stdout or stderr open".into()
+            });
+            kill_group();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = out_thread.join();
+    let _ = err_thread.join();
+    drop(writer);
+    let take = |b: &Arc<Mutex<Vec<u8>>>| std::mem::take(&mut *b.lock().unwrap());
+    Ok(RawOutput {
+        status,
+        stdout: take(&stdout),
+        stderr: take(&stderr),
+        hang,
+    })
+}
