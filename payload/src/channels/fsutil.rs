@@ -482,6 +482,17 @@ impl JsonObject {
         self
     }
 
+    /// Add a field whose value is already serialized JSON.
+    pub fn raw(mut self, key: &str, json: &[u8]) -> Self {
+        if self.buf.len() > 1 {
+            self.buf.push(b',');
+        }
+        let _ = serde_json::to_writer(&mut self.buf, key);
+        self.buf.push(b':');
+        self.buf.extend_from_slice(json);
+        self
+    }
+
     pub fn str(self, key: &str, value: &str) -> Self {
         self.field(key, &Value::String(value.to_owned()))
     }

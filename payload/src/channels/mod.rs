@@ -11,6 +11,8 @@ mod fsutil;
 mod fswatch1;
 mod gmonitor;
 mod inotify;
+mod metrics1;
+mod samplers;
 
 use crate::channel::{Channel, ChannelError, ChannelResult};
 
@@ -24,6 +26,7 @@ pub async fn run(ch: &mut Channel) -> ChannelResult {
         "fsreplace1" => fsreplace1::run(ch).await,
         "fslist1" => fslist1::run(ch).await,
         "fswatch1" => fswatch1::run(ch).await,
+        "metrics1" => metrics1::run(ch).await,
         other => Err(ChannelError::new(ferry_protocol::problem::NOT_SUPPORTED)
             .message(format!("payload type {other:?} is not supported"))),
     }
