@@ -1,1 +1,295 @@
 //! Differential conformance: the same sessions against ferry-bridge and cockpit-bridge.
+//!
+//! Each scenario in `tests/conformance/NAME.scenario` (format: see `conformance/scenario.rs`)
+//! is run against both bridges; their answers are normalised (what legitimately differs:
+//! pids, tags, times, init details, chunking of data) and compared channel by channel. A
+//! remaining difference fails the test unless `tests/conformance/DIFFERENCES.md` lists it with
+//! its reason and a rule that erases exactly it.
+//!
+//! ferry's bridge: `FERRY_BRIDGE` if set, else the host's payload unpacked from the `ferry`
+//! binary (`ferry payloads --unpack DIR`). The reference: `/usr/bin/cockpit-bridge`, which
+//! `cargo xtask setup` installs; without it the tests fail under CI and are skipped otherwise.
+//! `FERRY_CONFORMANCE_DUMP=1` prints both transcripts of every scenario.
+
+mod differences;
+mod scenario;
+mod servers;
+mod session;
+mod transcript;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use scenario::Scenario;
+use transcript::{compare, normalise, render_event, Transcript};
+
+const REFERENCE_BRIDGE: &str = "/usr/bin/cockpit-bridge";
+
+fn conformance_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance")
+}
+
+/// The bridge commands to compare: ferry's and the reference.
+struct Bridges {
+    ferry: Vec<String>,
+    reference: Vec<String>,
+}
+
+/// The two bridge commands, or `None` when the reference is missing outside CI.
+fn bridges() -> Option<&'static Bridges> {
+    static BRIDGES: OnceLock<Result<Option<Bridges>, String>> = OnceLock::new();
+    match BRIDGES.get_or_init(locate_bridges) {
+        Ok(b) => b.as_ref(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn locate_bridges() -> Result<Option<Bridges>, String> {
+    if !Path::new(REFERENCE_BRIDGE).exists() {
+        if std::env::var_os("CI").is_some() {
+            return Err(format!(
+                "{REFERENCE_BRIDGE} is missing: the conformance suite needs it in CI \
+                 (`cargo xtask setup` installs it)"
+            ));
+        }
+        eprintln!(
+            "skipping conformance: {REFERENCE_BRIDGE} is not installed (`cargo xtask setup`)"
+        );
+        return Ok(None);
+    }
+    let ferry = match std::env::var_os("FERRY_BRIDGE") {
+        Some(p) => PathBuf::from(p),
+        None => unpack_ferry_bridge()?,
+    };
+    if !ferry.exists() {
+        return Err(format!("ferry's bridge {} does not exist", ferry.display()));
+    }
+    Ok(Some(Bridges {
+        ferry: vec![ferry.display().to_string()],
+        reference: vec![REFERENCE_BRIDGE.to_owned()],
+    }))
+}
+
+/// Unpack the payloads embedded in the `ferry` binary and pick the host's.
+fn unpack_ferry_bridge() -> Result<PathBuf, String> {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("conformance-payloads");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .arg("payloads")
+        .arg("--unpack")
+        .arg(&dir)
+        .output()
+        .map_err(|e| format!("cannot run ferry payloads --unpack: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`ferry payloads --unpack` failed ({}): {}\n(set FERRY_BRIDGE to a ferry-bridge binary to test it directly)",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(dir.join(std::env::consts::ARCH))
+}
+
+fn differences() -> &'static [differences::Entry] {
+    static ENTRIES: OnceLock<Result<Vec<differences::Entry>, String>> = OnceLock::new();
+    let entries = ENTRIES.get_or_init(|| {
+        let path = conformance_dir().join("DIFFERENCES.md");
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        differences::parse(&text).map_err(|e| format!("DIFFERENCES.md: {e}"))
+    });
+    match entries {
+        Ok(e) => e,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn load(name: &str) -> Scenario {
+    let path = conformance_dir().join(format!("{name}.scenario"));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    Scenario::parse(name, &text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn render(t: &Transcript) -> String {
+    let mut s = String::new();
+    for (channel, events) in &t.channels {
+        s.push_str(&format!("  [{channel}]\n"));
+        for e in events {
+            s.push_str(&format!("    {}\n", render_event(e)));
+        }
+    }
+    s.push_str(&format!("  end: {}\n", t.exit));
+    s
+}
+
+fn check(name: &str) {
+    let scenario = load(name);
+    let entries = differences();
+    let Some(bridges) = bridges() else {
+        return;
+    };
+    let (ferry, reference) = std::thread::scope(|s| {
+        let f = s.spawn(|| session::run(&scenario, &bridges.ferry));
+        let r = session::run(&scenario, &bridges.reference);
+        (f.join().expect("runner thread"), r)
+    });
+    let ferry = ferry.unwrap_or_else(|e| panic!("{name}: running ferry's bridge: {e}"));
+    let reference = reference.unwrap_or_else(|e| panic!("{name}: running cockpit-bridge: {e}"));
+
+    let mut f = ferry.transcript.clone();
+    let mut r = reference.transcript.clone();
+    for t in [&mut f, &mut r] {
+        normalise(t, &scenario.modes);
+        for channel in &scenario.unordered {
+            transcript::Rule::IgnoreOrder(channel.clone()).apply(t);
+        }
+    }
+
+    if std::env::var_os("FERRY_CONFORMANCE_DUMP").is_some() {
+        eprintln!(
+            "=== {name}: ferry\n{}=== {name}: cockpit-bridge\n{}",
+            render(&f),
+            render(&r)
+        );
+    }
+
+    let notes = r.notes();
+    assert!(
+        notes.is_empty(),
+        "{name}: the scenario does not fit the reference bridge: {notes:?}\n\
+         cockpit-bridge answered:\n{}\nits stderr:\n{}",
+        render(&r),
+        reference.stderr
+    );
+
+    let rules = differences::rules_for(entries, name);
+    let apply = |t: &Transcript, skip: Option<usize>| {
+        let mut t = t.clone();
+        for (i, (_, rule)) in rules.iter().enumerate() {
+            if Some(i) != skip {
+                rule.apply(&mut t);
+            }
+        }
+        t
+    };
+    let report = compare(&apply(&f, None), &apply(&r, None));
+    if !report.is_empty() {
+        panic!(
+            "{name}: ferry's bridge differs from cockpit-bridge \
+             (fix it, or list it in tests/conformance/DIFFERENCES.md):\n{report}\n\
+             ferry-bridge stderr:\n{}\ncockpit-bridge stderr:\n{}",
+            ferry.stderr, reference.stderr
+        );
+    }
+    // An allowance that is no longer needed is worth knowing about (but is no failure).
+    for (i, (id, rule)) in rules.iter().enumerate() {
+        if compare(&apply(&f, Some(i)), &apply(&r, Some(i))).is_empty() {
+            eprintln!("{name}: note: DIFFERENCES.md `{id}` rule {rule:?} is not needed here");
+        }
+    }
+}
+
+macro_rules! scenarios {
+    ($($name:ident),* $(,)?) => {
+        const SCENARIOS: &[&str] = &[$(stringify!($name)),*];
+        mod scenarios {
+            $(#[test] fn $name() { super::check(stringify!($name)); })*
+        }
+    };
+}
+
+scenarios! {
+    control_without_command,
+    data_before_init,
+    data_unknown_channel,
+    duplicate_open,
+    echo,
+    echo_binary,
+    flow_control,
+    flow_control_window,
+    fsinfo,
+    fslist,
+    fslist_watch,
+    fsread,
+    fsread_errors,
+    fsreplace,
+    fsreplace_errors,
+    fsreplace_tag,
+    fswatch,
+    fswatch_dir,
+    http_stream,
+    http_stream_errors,
+    http_stream_unix,
+    info,
+    init,
+    init_bad_version,
+    kill_group,
+    malformed_control,
+    malformed_no_channel,
+    malformed_oversize,
+    malformed_size_not_integer,
+    malformed_size_too_long,
+    metrics,
+    null,
+    open_before_init,
+    ping,
+    send_acks,
+    stream_bad_options,
+    stream_binary,
+    stream_close_kills,
+    stream_directory,
+    stream_environ,
+    stream_err_ignore,
+    stream_err_message,
+    stream_err_out,
+    stream_exit_signal,
+    stream_exit_status,
+    stream_missing_program,
+    stream_permission_denied,
+    stream_pipes,
+    stream_pty,
+    stream_pty_window,
+    stream_tcp,
+    stream_text_input_invalid_utf8,
+    stream_text_invalid_utf8,
+    stream_unix,
+    unknown_command,
+    unknown_payload,
+}
+
+#[test]
+fn every_scenario_file_has_a_test() {
+    let mut files: Vec<String> = std::fs::read_dir(conformance_dir())
+        .expect("tests/conformance")
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            name.strip_suffix(".scenario").map(str::to_owned)
+        })
+        .collect();
+    files.sort();
+    let mut listed: Vec<String> = SCENARIOS.iter().map(|s| s.to_string()).collect();
+    listed.sort();
+    assert_eq!(
+        files, listed,
+        "scenario files and the scenarios! list differ"
+    );
+    for name in SCENARIOS {
+        load(name);
+    }
+}
+
+#[test]
+fn differences_file_is_valid() {
+    for entry in differences() {
+        for (scenario, _) in &entry.rules {
+            assert!(
+                scenario == "*" || SCENARIOS.contains(&scenario.as_str()),
+                "DIFFERENCES.md `{}` names unknown scenario {scenario:?}",
+                entry.id
+            );
+        }
+    }
+}

@@ -1,0 +1,508 @@
+//! What a bridge answered in one scenario, per channel; how it is normalised and compared.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+use super::scenario::DataMode;
+
+/// One thing a bridge sent, in the order it was sent on its channel.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A control message about this channel (or without a channel, for channel `""`).
+    Control(Value),
+    /// Data: consecutive data frames are concatenated, since chunking is not part of the contract.
+    Data(Vec<u8>),
+    /// One data frame parsed as JSON (channels in `json` or `shape` mode).
+    Json(Value),
+    /// How much data (channels in `size` mode): whole units of `unit` bytes.
+    Amount { units: u64, unit: u64 },
+    /// Output that is not a frame: the bytes from where the frame decoder gave up.
+    Malformed(String),
+    /// Something the runner observed: an `expect` that timed out.
+    Note(String),
+}
+
+/// Everything a bridge answered during one scenario.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Transcript {
+    /// Per channel id; `""` holds the control messages that name no channel.
+    pub channels: BTreeMap<String, Vec<Event>>,
+    /// How the bridge ended: `exit status N`, `killed by signal N`, or that it did not.
+    pub exit: String,
+}
+
+impl Transcript {
+    pub fn push_control(&mut self, channel: &str, value: Value) {
+        self.channels
+            .entry(channel.to_owned())
+            .or_default()
+            .push(Event::Control(value));
+    }
+
+    pub fn push_data(&mut self, channel: &str, data: &[u8], mode: Option<DataMode>) {
+        let events = self.channels.entry(channel.to_owned()).or_default();
+        if mode.is_some() {
+            match serde_json::from_slice(data) {
+                Ok(v) => events.push(Event::Json(v)),
+                Err(_) => events.push(Event::Data(data.to_vec())),
+            }
+            return;
+        }
+        if let Some(Event::Data(prev)) = events.last_mut() {
+            prev.extend_from_slice(data);
+        } else {
+            events.push(Event::Data(data.to_vec()));
+        }
+    }
+
+    pub fn note(&mut self, text: String) {
+        self.channels
+            .entry(String::new())
+            .or_default()
+            .push(Event::Note(text));
+    }
+
+    pub fn malformed(&mut self, text: String) {
+        self.channels
+            .entry(String::new())
+            .or_default()
+            .push(Event::Malformed(text));
+    }
+
+    /// The notes (timeouts) the runner recorded.
+    pub fn notes(&self) -> Vec<&str> {
+        self.channels
+            .values()
+            .flatten()
+            .filter_map(|e| match e {
+                Event::Note(n) => Some(n.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// The `sequence` of a channel `ping` that equals the bytes of data sent before it.
+pub const DATA_SO_FAR: &str = "<bytes of data so far>";
+
+/// Placeholder for a value that legitimately differs between runs or implementations.
+fn placeholder(what: &str) -> Value {
+    Value::String(format!("<{what}>"))
+}
+
+/// Replace what legitimately differs, in both transcripts alike. Each rule says why.
+pub fn normalise(t: &mut Transcript, modes: &BTreeMap<String, DataMode>) {
+    for (channel, events) in t.channels.iter_mut() {
+        for event in events.iter_mut() {
+            match event {
+                Event::Control(Value::Object(m)) => {
+                    // Process ids are assigned by the kernel.
+                    if m.get("pid").is_some_and(Value::is_number) {
+                        m.insert("pid".into(), placeholder("pid"));
+                    }
+                    // A file's tag encodes its inode and mtime: new for every temporary file.
+                    // The tag "-" (file missing) is meaningful and stays.
+                    if m.get("tag").is_some_and(|t| t.is_string() && t != "-") {
+                        m.insert("tag".into(), placeholder("tag"));
+                    }
+                    // `message` is human-readable text; its wording is not part of the protocol.
+                    if m.get("message").is_some_and(Value::is_string) {
+                        m.insert("message".into(), placeholder("message"));
+                    }
+                    if channel.is_empty() && m.get("command") == Some(&"init".into()) {
+                        // Implementation details of the bridge: its own version of the
+                        // packages it serves, what it can do, how it reads os-release.
+                        for key in ["os-release", "capabilities", "checksum", "packages"] {
+                            if m.contains_key(key) {
+                                m.insert(key.into(), placeholder(key));
+                            }
+                        }
+                    }
+                    // Times of day: the moment the sample or meta message was made.
+                    if m.get("timestamp").is_some_and(Value::is_number) {
+                        m.insert("timestamp".into(), placeholder("timestamp"));
+                    }
+                }
+                Event::Json(v) => {
+                    normalise_json(v);
+                    if modes.get(channel) == Some(&DataMode::Shape) {
+                        *v = shape(v);
+                    }
+                }
+                _ => {}
+            }
+        }
+        collapse_pings(channel, events);
+        match modes.get(channel) {
+            Some(DataMode::Json { sorted: true }) => sort_json_runs(events),
+            Some(DataMode::Size(unit)) => {
+                for e in events.iter_mut() {
+                    if let Event::Data(d) = e {
+                        *e = Event::Amount {
+                            units: d.len() as u64 / unit,
+                            unit: *unit,
+                        };
+                    }
+                }
+            }
+            Some(DataMode::Shape) => events.dedup(),
+            _ => {}
+        }
+    }
+}
+
+/// Flow-control pings whose sequence counts the data sent so far (marked by the runner) sit
+/// wherever the sender's chunks ended: remove them, join the data they split, and keep one
+/// ping at the end of the channel to say that there were some.
+fn collapse_pings(channel: &str, events: &mut Vec<Event>) {
+    let is_counting_ping = |e: &Event| match e {
+        Event::Control(v) => {
+            v.get("command") == Some(&Value::from("ping"))
+                && v.get("sequence") == Some(&Value::from(DATA_SO_FAR))
+        }
+        _ => false,
+    };
+    let before = events.len();
+    events.retain(|e| !is_counting_ping(e));
+    if events.len() == before {
+        return;
+    }
+    let mut joined: Vec<Event> = Vec::with_capacity(events.len() + 1);
+    for e in events.drain(..) {
+        match (joined.last_mut(), e) {
+            (Some(Event::Data(prev)), Event::Data(d)) => prev.extend_from_slice(&d),
+            (_, e) => joined.push(e),
+        }
+    }
+    joined.push(Event::Control(serde_json::json!({
+        "command": "ping",
+        "channel": channel,
+        "sequence": DATA_SO_FAR,
+    })));
+    *events = joined;
+}
+
+/// Fields in JSON data (fslist1, fswatch1, fsinfo, metrics1) that hold times, inode numbers or
+/// tags of the temporary files, which are new on every run.
+fn normalise_json(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            for (k, val) in m.iter_mut() {
+                match k.as_str() {
+                    "modified" | "mtime" | "atime" | "ctime" | "btime" | "birth" | "timestamp"
+                        if val.is_number() =>
+                    {
+                        *val = placeholder("time");
+                    }
+                    "inode" | "ino" | "dev" if val.is_number() => *val = placeholder(k),
+                    "tag" if val.is_string() && val != "-" => *val = placeholder("tag"),
+                    _ => normalise_json(val),
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(normalise_json),
+        _ => {}
+    }
+}
+
+/// Numbers become a placeholder: only the structure is compared.
+fn shape(v: &Value) -> Value {
+    match v {
+        Value::Number(_) => placeholder("number"),
+        Value::Array(a) => Value::Array(a.iter().map(shape).collect()),
+        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), shape(v))).collect()),
+        other => other.clone(),
+    }
+}
+
+fn sort_json_runs(events: &mut [Event]) {
+    let mut start = 0;
+    while start < events.len() {
+        if !matches!(events[start], Event::Json(_)) {
+            start += 1;
+            continue;
+        }
+        let mut end = start;
+        while end < events.len() && matches!(events[end], Event::Json(_)) {
+            end += 1;
+        }
+        events[start..end].sort_by_key(render_event);
+        start = end;
+    }
+}
+
+/// One rule from `DIFFERENCES.md`: erases one known difference from both transcripts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rule {
+    /// `drop CHANNEL COMMAND`: control messages COMMAND about CHANNEL.
+    Drop { channel: String, command: String },
+    /// `drop-field CHANNEL COMMAND FIELD`: one field of those messages.
+    DropField {
+        channel: String,
+        command: String,
+        field: String,
+    },
+    /// `ignore-data CHANNEL`: the data sent on CHANNEL.
+    IgnoreData(String),
+    /// `ignore-channel CHANNEL`: everything about CHANNEL.
+    IgnoreChannel(String),
+    /// `ignore-order CHANNEL`: the order of what was sent on CHANNEL.
+    IgnoreOrder(String),
+    /// `ignore-exit`: how the bridge ended.
+    IgnoreExit,
+}
+
+impl Rule {
+    pub fn parse(text: &str) -> Result<Rule, String> {
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let ch = |w: &str| {
+            if w == "-" {
+                String::new()
+            } else {
+                w.to_owned()
+            }
+        };
+        Ok(match words.as_slice() {
+            ["drop", c, cmd] => Rule::Drop {
+                channel: ch(c),
+                command: (*cmd).into(),
+            },
+            ["drop-field", c, cmd, f] => Rule::DropField {
+                channel: ch(c),
+                command: (*cmd).into(),
+                field: (*f).into(),
+            },
+            ["ignore-data", c] => Rule::IgnoreData(ch(c)),
+            ["ignore-channel", c] => Rule::IgnoreChannel(ch(c)),
+            ["ignore-order", c] => Rule::IgnoreOrder(ch(c)),
+            ["ignore-exit"] => Rule::IgnoreExit,
+            _ => return Err(format!("unknown rule {text:?}")),
+        })
+    }
+
+    pub fn apply(&self, t: &mut Transcript) {
+        let is_command = |e: &Event, command: &str| match e {
+            Event::Control(v) => v.get("command").and_then(Value::as_str) == Some(command),
+            _ => false,
+        };
+        match self {
+            Rule::Drop { channel, command } => {
+                if let Some(events) = t.channels.get_mut(channel) {
+                    events.retain(|e| !is_command(e, command));
+                }
+            }
+            Rule::DropField {
+                channel,
+                command,
+                field,
+            } => {
+                for e in t.channels.get_mut(channel).into_iter().flatten() {
+                    if is_command(e, command) {
+                        if let Event::Control(Value::Object(m)) = e {
+                            m.remove(field);
+                        }
+                    }
+                }
+            }
+            Rule::IgnoreData(channel) => {
+                if let Some(events) = t.channels.get_mut(channel) {
+                    events.retain(|e| {
+                        !matches!(e, Event::Data(_) | Event::Json(_) | Event::Amount { .. })
+                    });
+                }
+            }
+            Rule::IgnoreChannel(channel) => {
+                t.channels.remove(channel);
+            }
+            Rule::IgnoreOrder(channel) => {
+                if let Some(events) = t.channels.get_mut(channel) {
+                    events.sort_by_key(render_event);
+                }
+            }
+            Rule::IgnoreExit => t.exit = "(ignored)".into(),
+        }
+        // A channel that lost all its events is as good as absent.
+        t.channels.retain(|_, events| !events.is_empty());
+    }
+}
+
+/// One line per event, for reports and for order-insensitive comparisons.
+pub fn render_event(e: &Event) -> String {
+    match e {
+        Event::Control(v) => format!("control {v}"),
+        Event::Json(v) => format!("json    {v}"),
+        Event::Data(d) => format!("data    {}", render_bytes(d)),
+        Event::Amount { units, unit } => {
+            format!("data    {units} x {unit} bytes (rounded down)")
+        }
+        Event::Malformed(m) => format!("MALFORMED OUTPUT {m}"),
+        Event::Note(n) => format!("RUNNER: {n}"),
+    }
+}
+
+/// Bytes as an escaped string; long data shows its start, end, length and a checksum.
+pub fn render_bytes(d: &[u8]) -> String {
+    const HEAD: usize = 64;
+    const TAIL: usize = 16;
+    if d.len() <= HEAD + TAIL {
+        return format!("{:?} ({} bytes)", escape(d), d.len());
+    }
+    let sum = d.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    format!(
+        "{:?}...{:?} ({} bytes, fnv {sum:016x})",
+        escape(&d[..HEAD]),
+        escape(&d[d.len() - TAIL..]),
+        d.len()
+    )
+}
+
+fn escape(d: &[u8]) -> String {
+    d.utf8_chunks().fold(String::new(), |mut s, chunk| {
+        s.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            let _ = write!(s, "\\x{b:02x}");
+        }
+        s
+    })
+}
+
+/// The differences between two transcripts, as a report; empty when they agree.
+pub fn compare(ferry: &Transcript, reference: &Transcript) -> String {
+    let mut report = String::new();
+    let names: std::collections::BTreeSet<&String> = ferry
+        .channels
+        .keys()
+        .chain(reference.channels.keys())
+        .collect();
+    for name in names {
+        let empty = Vec::new();
+        let a = ferry.channels.get(name).unwrap_or(&empty);
+        let b = reference.channels.get(name).unwrap_or(&empty);
+        if a == b {
+            continue;
+        }
+        let label = if name.is_empty() {
+            "control channel (messages without a channel)".to_owned()
+        } else {
+            format!("channel {name:?}")
+        };
+        let _ = writeln!(report, "--- {label}");
+        let common = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+        for e in &a[..common] {
+            let _ = writeln!(report, "    same       {}", render_event(e));
+        }
+        for e in &a[common..] {
+            let _ = writeln!(report, "    ferry      {}", render_event(e));
+        }
+        for e in &b[common..] {
+            let _ = writeln!(report, "    reference  {}", render_event(e));
+        }
+    }
+    if ferry.exit != reference.exit {
+        let _ = writeln!(
+            report,
+            "--- end of session\n    ferry      {}\n    reference  {}",
+            ferry.exit, reference.exit
+        );
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn transcript(events: Vec<(&str, Event)>) -> Transcript {
+        let mut t = Transcript {
+            exit: "exit status 0".into(),
+            ..Default::default()
+        };
+        for (c, e) in events {
+            t.channels.entry(c.into()).or_default().push(e);
+        }
+        t
+    }
+
+    #[test]
+    fn normalising_hides_volatile_values_only() {
+        let mut a = transcript(vec![
+            (
+                "a",
+                Event::Control(json!({"command":"ready","channel":"a","pid":12})),
+            ),
+            (
+                "a",
+                Event::Control(json!({"command":"close","channel":"a","tag":"1:2-3"})),
+            ),
+        ]);
+        let mut b = transcript(vec![
+            (
+                "a",
+                Event::Control(json!({"command":"ready","channel":"a","pid":99})),
+            ),
+            (
+                "a",
+                Event::Control(json!({"command":"close","channel":"a","tag":"4:5-6"})),
+            ),
+        ]);
+        normalise(&mut a, &BTreeMap::new());
+        normalise(&mut b, &BTreeMap::new());
+        assert_eq!(compare(&a, &b), "");
+
+        let mut c = transcript(vec![
+            (
+                "a",
+                Event::Control(json!({"command":"ready","channel":"a","pid":99})),
+            ),
+            (
+                "a",
+                Event::Control(json!({"command":"close","channel":"a","tag":"-"})),
+            ),
+        ]);
+        normalise(&mut c, &BTreeMap::new());
+        let report = compare(&a, &c);
+        assert!(report.contains("channel \"a\""), "{report}");
+        assert!(report.contains(r#""tag":"-""#), "{report}");
+    }
+
+    #[test]
+    fn data_is_concatenated_and_rules_erase_one_difference() {
+        let mut a = Transcript::default();
+        a.push_data("a", b"he", None);
+        a.push_data("a", b"llo", None);
+        a.push_control("a", json!({"command":"close","channel":"a"}));
+        let mut b = Transcript::default();
+        b.push_control("a", json!({"command":"ready","channel":"a"}));
+        b.push_data("a", b"hello", None);
+        b.push_control("a", json!({"command":"close","channel":"a"}));
+        assert_ne!(compare(&a, &b), "");
+        let rule = Rule::parse("drop a ready").unwrap();
+        rule.apply(&mut a);
+        rule.apply(&mut b);
+        assert_eq!(compare(&a, &b), "");
+        // The same rule does not hide a different difference.
+        b.push_data("a", b"!", None);
+        assert_ne!(compare(&a, &b), "");
+        assert!(Rule::parse("frob a").is_err());
+    }
+
+    #[test]
+    fn shapes_collapse_repeated_samples() {
+        let modes = BTreeMap::from([("m".to_owned(), DataMode::Shape)]);
+        let mut a = Transcript::default();
+        for v in [1, 2, 3] {
+            a.push_data(
+                "m",
+                json!([[v, [v, v]]]).to_string().as_bytes(),
+                Some(DataMode::Shape),
+            );
+        }
+        normalise(&mut a, &modes);
+        assert_eq!(a.channels["m"].len(), 1);
+    }
+}
