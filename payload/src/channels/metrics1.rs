@@ -631,6 +631,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::excessive_precision)]
     fn numbers_like_printf_g17() {
         assert_eq!(fmt_g17(773525504.0), "773525504");
         assert_eq!(fmt_g17(0.0), "0");
