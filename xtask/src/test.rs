@@ -84,9 +84,11 @@ pub fn run() -> Result<()> {
         if !script.exists() {
             return Ok(Some(format!("{} does not exist", rel(&script))));
         }
+        // No shebang (it runs as `sh -c SCRIPT`): tell shellcheck it is POSIX sh.
         run_command(
             Command::new("shellcheck")
                 .current_dir(workspace_root())
+                .args(["--shell=sh"])
                 .arg(rel(&script)),
         )?;
         Ok(None)
