@@ -15,6 +15,31 @@ Options:
   --help               print this help and exit
 ";
 
+/// Wait for SIGTERM, SIGHUP or SIGINT; returns its number. Never returns if none can be
+/// watched.
+async fn terminated() -> i32 {
+    use tokio::signal::unix::{signal, SignalKind};
+    let watch = |kind: SignalKind| signal(kind).ok();
+    let (mut term, mut hup, mut int) = (
+        watch(SignalKind::terminate()),
+        watch(SignalKind::hangup()),
+        watch(SignalKind::interrupt()),
+    );
+    async fn next(s: &mut Option<tokio::signal::unix::Signal>) {
+        match s {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+    tokio::select! {
+        _ = next(&mut term) => libc::SIGTERM,
+        _ = next(&mut hup) => libc::SIGHUP,
+        _ = next(&mut int) => libc::SIGINT,
+    }
+}
+
 enum Mode {
     Frames,
     Interact(String),
@@ -59,9 +84,22 @@ fn main() -> std::process::ExitCode {
     };
     let (stdin, stdout) = (tokio::io::stdin(), tokio::io::stdout());
     let result = runtime.block_on(async {
-        match &mode {
-            Mode::Frames => ferry_bridge::run(stdin, stdout).await,
-            Mode::Interact(boundary) => ferry_bridge::run_interact(stdin, stdout, boundary).await,
+        let bridge = async {
+            match &mode {
+                Mode::Frames => ferry_bridge::run(stdin, stdout).await,
+                Mode::Interact(boundary) => {
+                    ferry_bridge::run_interact(stdin, stdout, boundary).await
+                }
+            }
+        };
+        tokio::select! {
+            result = bridge => result,
+            // Dropping the bridge here and shutting down the runtime below tears down every
+            // channel, and with them their child processes.
+            signal = terminated() => {
+                eprintln!("ferry-bridge: terminated by signal {signal}");
+                Ok(())
+            }
         }
     });
     // A read of stdin may still be blocked in a thread: do not wait for it.

@@ -8,6 +8,7 @@
 //! making the bridge grow.
 
 use std::collections::HashMap;
+use std::pin::Pin;
 
 use ferry_protocol::control::{self, Message};
 use ferry_protocol::{problem, Frame, FrameCodec, FrameError};
@@ -76,8 +77,8 @@ where
     W: AsyncWrite + Unpin + Send + 'static,
 {
     serve(
-        FramedRead::new(input, FrameCodec::new()),
-        FramedWrite::new(output, FrameCodec::new()),
+        Box::pin(FramedRead::new(input, FrameCodec::new())),
+        Box::pin(FramedWrite::new(output, FrameCodec::new())),
         Start {
             send_init: true,
             assume_init: None,
@@ -94,8 +95,8 @@ where
     W: AsyncWrite + Unpin + Send + 'static,
 {
     serve(
-        FramedRead::new(input, InteractCodec::new(boundary)),
-        FramedWrite::new(output, InteractCodec::new(boundary)),
+        Box::pin(FramedRead::new(input, InteractCodec::new(boundary))),
+        Box::pin(FramedWrite::new(output, InteractCodec::new(boundary))),
         Start {
             send_init: false,
             assume_init: Some("localhost".into()),
@@ -104,11 +105,16 @@ where
     .await
 }
 
+/// Frames in: one type for every transport form, so the router exists once in the binary.
+type Frames<'a> = Pin<Box<dyn Stream<Item = Result<Frame, FrameError>> + 'a>>;
+/// Frames out.
+type FrameSink = Pin<Box<dyn Sink<Frame, Error = FrameError> + Send>>;
+
 /// Write frames from the queue, flushing whenever the queue runs empty.
-async fn write_out<K>(mut sink: K, mut queue: mpsc::Receiver<Frame>) -> Result<(), FrameError>
-where
-    K: Sink<Frame, Error = FrameError> + Unpin,
-{
+async fn write_out(
+    mut sink: FrameSink,
+    mut queue: mpsc::Receiver<Frame>,
+) -> Result<(), FrameError> {
     while let Some(frame) = queue.recv().await {
         sink.feed(frame).await?;
         while let Ok(frame) = queue.try_recv() {
@@ -119,11 +125,7 @@ where
     sink.close().await
 }
 
-async fn serve<S, K>(frames: S, sink: K, start: Start) -> Result<(), FrameError>
-where
-    S: Stream<Item = Result<Frame, FrameError>> + Unpin,
-    K: Sink<Frame, Error = FrameError> + Unpin + Send + 'static,
-{
+async fn serve(frames: Frames<'_>, sink: FrameSink, start: Start) -> Result<(), FrameError> {
     let (out_tx, out_rx) = mpsc::channel::<Frame>(OUT_QUEUE);
     let mut writer = tokio::spawn(write_out(sink, out_rx));
     if start.send_init {
@@ -175,10 +177,7 @@ fn bad(text: impl Into<String>) -> FrameError {
 }
 
 impl Router {
-    async fn route<S>(&mut self, mut frames: S) -> Result<(), FrameError>
-    where
-        S: Stream<Item = Result<Frame, FrameError>> + Unpin,
-    {
+    async fn route(&mut self, mut frames: Frames<'_>) -> Result<(), FrameError> {
         loop {
             tokio::select! {
                 biased;

@@ -332,3 +332,18 @@ fn no_orphans_when_the_bridge_is_killed_by_a_protocol_error() {
     assert!(gone(pid));
     assert!(gone(grandchild));
 }
+
+#[test]
+fn no_orphans_when_the_bridge_is_terminated_by_a_signal() {
+    for signal in [libc::SIGTERM, libc::SIGHUP, libc::SIGINT] {
+        let mut b = Bridge::start();
+        let pipes = open_with_grandchild(&mut b, "p", false);
+        let pty = open_with_grandchild(&mut b, "t", true);
+        // SAFETY: kill has no memory effects; the pid is our own child's.
+        assert_eq!(unsafe { libc::kill(b.child.id() as i32, signal) }, 0);
+        b.wait();
+        for pid in [pipes.0, pipes.1, pty.0, pty.1] {
+            assert!(gone(pid), "process {pid} survived signal {signal}");
+        }
+    }
+}
