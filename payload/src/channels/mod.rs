@@ -10,6 +10,7 @@ mod fsreplace1;
 mod fsutil;
 mod fswatch1;
 mod gmonitor;
+mod http_stream2;
 mod inotify;
 mod metrics1;
 mod samplers;
@@ -27,6 +28,7 @@ pub async fn run(ch: &mut Channel) -> ChannelResult {
         "fslist1" => fslist1::run(ch).await,
         "fswatch1" => fswatch1::run(ch).await,
         "metrics1" => metrics1::run(ch).await,
+        "http-stream2" => http_stream2::run(ch).await,
         other => Err(ChannelError::new(ferry_protocol::problem::NOT_SUPPORTED)
             .message(format!("payload type {other:?} is not supported"))),
     }
