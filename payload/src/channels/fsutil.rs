@@ -5,7 +5,7 @@
 use std::ffi::CStr;
 use std::fs::Metadata;
 use std::io;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use serde_json::Value;
@@ -49,29 +49,6 @@ pub fn type_name(meta: &Metadata) -> &'static str {
     }
 }
 
-/// The short file type names of `fsinfo` (`reg`, `dir`, `lnk`, ...).
-#[allow(dead_code)] // used by fsinfo
-pub fn short_type_name(meta: &Metadata) -> Option<&'static str> {
-    let t = meta.file_type();
-    Some(if t.is_file() {
-        "reg"
-    } else if t.is_dir() {
-        "dir"
-    } else if t.is_symlink() {
-        "lnk"
-    } else if t.is_char_device() {
-        "chr"
-    } else if t.is_block_device() {
-        "blk"
-    } else if t.is_fifo() {
-        "fifo"
-    } else if t.is_socket() {
-        "sock"
-    } else {
-        return None;
-    })
-}
-
 /// The text of an errno value, without Rust's " (os error N)" suffix.
 pub fn strerror(errno: i32) -> String {
     let text = io::Error::from_raw_os_error(errno).to_string();
@@ -90,7 +67,6 @@ pub fn error_text(err: &io::Error) -> String {
 }
 
 /// The symbolic name of an errno value (`ENOENT`, ...).
-#[allow(dead_code)] // used by fsinfo
 pub fn errno_name(errno: i32) -> String {
     let name = match errno {
         libc::EPERM => "EPERM",
@@ -310,7 +286,6 @@ pub fn join(dir: &str, name: &str) -> String {
 
 /// Shell-style matching of a file name against `pattern`: `*`, `?`, `[abc]`, `[a-z]` and
 /// `[!abc]`, as Python's `fnmatch` does it on POSIX (`*` also matches `/` and leading dots).
-#[allow(dead_code)] // used by fsinfo
 pub fn fnmatch(pattern: &str, name: &str) -> bool {
     let p: Vec<char> = pattern.chars().collect();
     let n: Vec<char> = name.chars().collect();
@@ -366,7 +341,6 @@ pub fn fnmatch(pattern: &str, name: &str) -> bool {
 
 /// Match `c` against the class starting at `p[start] == '['`: `Some((matched, index after))`,
 /// or `None` when the class is not closed.
-#[allow(dead_code)] // used by fsinfo
 fn match_class(p: &[char], start: usize, c: char) -> Option<(bool, usize)> {
     let mut i = start + 1;
     let negate = matches!(p.get(i), Some('!'));

@@ -4,6 +4,7 @@ mod echo;
 mod null;
 mod stream;
 
+mod fsinfo;
 mod fslist1;
 mod fsread1;
 mod fsreplace1;
@@ -29,6 +30,7 @@ pub async fn run(ch: &mut Channel) -> ChannelResult {
         "fswatch1" => fswatch1::run(ch).await,
         "metrics1" => metrics1::run(ch).await,
         "http-stream2" => http_stream2::run(ch).await,
+        "fsinfo" => fsinfo::run(ch).await,
         other => Err(ChannelError::new(ferry_protocol::problem::NOT_SUPPORTED)
             .message(format!("payload type {other:?} is not supported"))),
     }
