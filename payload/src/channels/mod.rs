@@ -12,6 +12,7 @@ mod fsutil;
 mod fswatch1;
 mod gmonitor;
 mod http_stream2;
+mod info;
 mod inotify;
 mod metrics1;
 mod samplers;
@@ -31,6 +32,7 @@ pub async fn run(ch: &mut Channel) -> ChannelResult {
         "metrics1" => metrics1::run(ch).await,
         "http-stream2" => http_stream2::run(ch).await,
         "fsinfo" => fsinfo::run(ch).await,
+        "info" => info::run(ch).await,
         other => Err(ChannelError::new(ferry_protocol::problem::NOT_SUPPORTED)
             .message(format!("payload type {other:?} is not supported"))),
     }
