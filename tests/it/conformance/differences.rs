@@ -57,15 +57,27 @@ pub fn parse(text: &str) -> Result<Vec<Entry>, String> {
     Ok(entries)
 }
 
+/// A rule that applies to a scenario.
+pub struct Applicable<'a> {
+    pub id: &'a str,
+    pub rule: &'a Rule,
+    /// Whether it names this scenario (rather than applying to every scenario).
+    pub named: bool,
+}
+
 /// The rules that apply to `scenario`, each with the id of its entry.
-pub fn rules_for<'a>(entries: &'a [Entry], scenario: &str) -> Vec<(&'a str, &'a Rule)> {
+pub fn rules_for<'a>(entries: &'a [Entry], scenario: &str) -> Vec<Applicable<'a>> {
     entries
         .iter()
         .flat_map(|e| {
             e.rules
                 .iter()
                 .filter(|(s, _)| s == "*" || s == scenario)
-                .map(|(_, r)| (e.id.as_str(), r))
+                .map(|(s, rule)| Applicable {
+                    id: &e.id,
+                    rule,
+                    named: s == scenario,
+                })
         })
         .collect()
 }

@@ -107,8 +107,10 @@ pub fn normalise(t: &mut Transcript, modes: &BTreeMap<String, DataMode>) {
                     if m.get("tag").is_some_and(|t| t.is_string() && t != "-") {
                         m.insert("tag".into(), placeholder("tag"));
                     }
-                    // `message` is human-readable text; its wording is not part of the protocol.
-                    if m.get("message").is_some_and(Value::is_string) {
+                    // `message` next to a `problem` explains it to a person; its wording is not
+                    // part of the protocol. (Without a problem it can carry data, such as the
+                    // stderr of a process with `err: "message"`, and is compared.)
+                    if m.contains_key("problem") && m.get("message").is_some_and(Value::is_string) {
                         m.insert("message".into(), placeholder("message"));
                     }
                     if channel.is_empty() && m.get("command") == Some(&"init".into()) {
@@ -169,18 +171,23 @@ fn collapse_pings(channel: &str, events: &mut Vec<Event>) {
     if events.len() == before {
         return;
     }
-    let mut joined: Vec<Event> = Vec::with_capacity(events.len() + 1);
+    join_data(events);
+    events.push(Event::Control(serde_json::json!({
+        "command": "ping",
+        "channel": channel,
+        "sequence": DATA_SO_FAR,
+    })));
+}
+
+/// Concatenate neighbouring data events.
+fn join_data(events: &mut Vec<Event>) {
+    let mut joined: Vec<Event> = Vec::with_capacity(events.len());
     for e in events.drain(..) {
         match (joined.last_mut(), e) {
             (Some(Event::Data(prev)), Event::Data(d)) => prev.extend_from_slice(&d),
             (_, e) => joined.push(e),
         }
     }
-    joined.push(Event::Control(serde_json::json!({
-        "command": "ping",
-        "channel": channel,
-        "sequence": DATA_SO_FAR,
-    })));
     *events = joined;
 }
 
@@ -207,10 +214,11 @@ fn normalise_json(v: &mut Value) {
     }
 }
 
-/// Numbers become a placeholder: only the structure is compared.
+/// Numbers become a placeholder: only the structure is compared. `null` counts as a number:
+/// in metrics1 samples it stands for "unchanged since the last sample".
 fn shape(v: &Value) -> Value {
     match v {
-        Value::Number(_) => placeholder("number"),
+        Value::Number(_) | Value::Null => placeholder("number"),
         Value::Array(a) => Value::Array(a.iter().map(shape).collect()),
         Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), shape(v))).collect()),
         other => other.clone(),
@@ -234,6 +242,7 @@ fn sort_json_runs(events: &mut [Event]) {
 }
 
 /// One rule from `DIFFERENCES.md`: erases one known difference from both transcripts.
+/// CHANNEL `-` is the control channel, `*` every channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rule {
     /// `drop CHANNEL COMMAND`: control messages COMMAND about CHANNEL.
@@ -283,22 +292,45 @@ impl Rule {
     }
 
     pub fn apply(&self, t: &mut Transcript) {
+        let channel = match self {
+            Rule::Drop { channel, .. }
+            | Rule::DropField { channel, .. }
+            | Rule::IgnoreData(channel)
+            | Rule::IgnoreChannel(channel)
+            | Rule::IgnoreOrder(channel) => Some(channel.as_str()),
+            Rule::IgnoreExit => None,
+        };
+        match channel {
+            // `*` as the channel: the rule applies to every channel.
+            Some("*") => {
+                let all: Vec<String> = t.channels.keys().cloned().collect();
+                for c in all {
+                    self.apply_to(t, &c);
+                }
+            }
+            Some(c) => self.apply_to(t, c),
+            None => t.exit = "(ignored)".into(),
+        }
+        // A channel that lost all its events is as good as absent; data that a removed
+        // message split is one piece again.
+        t.channels.retain(|_, events| !events.is_empty());
+        for events in t.channels.values_mut() {
+            join_data(events);
+        }
+    }
+
+    fn apply_to(&self, t: &mut Transcript, channel: &str) {
         let is_command = |e: &Event, command: &str| match e {
             Event::Control(v) => v.get("command").and_then(Value::as_str) == Some(command),
             _ => false,
         };
+        let Some(events) = t.channels.get_mut(channel) else {
+            return;
+        };
         match self {
-            Rule::Drop { channel, command } => {
-                if let Some(events) = t.channels.get_mut(channel) {
-                    events.retain(|e| !is_command(e, command));
-                }
-            }
-            Rule::DropField {
-                channel,
-                command,
-                field,
-            } => {
-                for e in t.channels.get_mut(channel).into_iter().flatten() {
+            Rule::Drop { command, .. } => events.retain(|e| !is_command(e, command)),
+            Rule::DropField { command, field, .. } => {
+                for e in events.iter_mut() {
                     if is_command(e, command) {
                         if let Event::Control(Value::Object(m)) = e {
                             m.remove(field);
@@ -306,25 +338,12 @@ impl Rule {
                     }
                 }
             }
-            Rule::IgnoreData(channel) => {
-                if let Some(events) = t.channels.get_mut(channel) {
-                    events.retain(|e| {
-                        !matches!(e, Event::Data(_) | Event::Json(_) | Event::Amount { .. })
-                    });
-                }
-            }
-            Rule::IgnoreChannel(channel) => {
-                t.channels.remove(channel);
-            }
-            Rule::IgnoreOrder(channel) => {
-                if let Some(events) = t.channels.get_mut(channel) {
-                    events.sort_by_key(render_event);
-                }
-            }
-            Rule::IgnoreExit => t.exit = "(ignored)".into(),
+            Rule::IgnoreData(_) => events
+                .retain(|e| !matches!(e, Event::Data(_) | Event::Json(_) | Event::Amount { .. })),
+            Rule::IgnoreChannel(_) => events.clear(),
+            Rule::IgnoreOrder(_) => events.sort_by_key(render_event),
+            Rule::IgnoreExit => {}
         }
-        // A channel that lost all its events is as good as absent.
-        t.channels.retain(|_, events| !events.is_empty());
     }
 }
 
