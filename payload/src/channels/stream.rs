@@ -310,7 +310,8 @@ impl Pump {
         let mut out_open = true;
         let mut in_open = true;
         let mut pending = Bytes::new();
-        let mut errbuf = [0u8; 4096];
+        // On the heap, and only when needed: a future's size is paid by every channel.
+        let mut errbuf = vec![0u8; if self.stderr.is_some() { 4096 } else { 0 }];
         loop {
             let output_ended = !out_open && self.stderr.is_none();
             if output_ended && process.is_none() {
