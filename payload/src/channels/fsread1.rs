@@ -33,9 +33,14 @@ pub async fn run(ch: &mut Channel) -> ChannelResult {
     };
     let max_read_size = match ch.open.get("max_read_size") {
         None => None,
-        Some(v) => Some(v.as_i64().ok_or_else(|| {
-            protocol_error("invalid \"max_read_size\" option for fsread channel")
-        })?),
+        // Like the reference, a fractional number is truncated.
+        Some(v) => Some(
+            v.as_i64()
+                .or_else(|| v.as_f64().map(|f| f as i64))
+                .ok_or_else(|| {
+                    protocol_error("invalid \"max_read_size\" option for fsread channel")
+                })?,
+        ),
     };
 
     let file = match std::fs::File::open(&path) {

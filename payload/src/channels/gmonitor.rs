@@ -530,6 +530,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn changes_are_rate_limited() {
+        use std::io::Write;
+        let dir = scratch("rate");
+        let f = format!("{dir}/f");
+        std::fs::write(&f, b"a").unwrap();
+        let mut m = Monitor::directory(&dir).unwrap();
+        let mut file = std::fs::OpenOptions::new().append(true).open(&f).unwrap();
+        file.write_all(b"1").unwrap();
+        let first = m.next().await.unwrap();
+        assert_eq!(
+            first,
+            Event {
+                kind: Kind::Changed,
+                path: f.clone()
+            }
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        file.write_all(b"2").unwrap();
+        // The second change is held back until 800 ms after the first.
+        let start = Instant::now();
+        let second = m.next().await.unwrap();
+        assert_eq!(second.kind, Kind::Changed);
+        assert!(
+            start.elapsed() >= Duration::from_millis(400),
+            "{:?}",
+            start.elapsed()
+        );
+        file.write_all(b"3").unwrap();
+        drop(file);
+        let got = collect(&mut m, Duration::from_millis(300)).await;
+        assert_eq!(
+            got,
+            vec![(Kind::Changed, f.clone()), (Kind::DoneHint, f.clone())]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
     async fn symlink_gets_virtual_done_hint_after_two_seconds() {
         let dir = scratch("link");
         std::fs::write(format!("{dir}/x"), b"a").unwrap();
