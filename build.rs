@@ -7,6 +7,12 @@
 //! A target whose standard library is not installed is left out with a warning that names the
 //! command adding it. The host's own architecture is always present: without its musl target,
 //! the host's gnu target is linked statically instead, so `ferry run local` works on any machine.
+//!
+//! With the `rust-src` component installed, the standard library is rebuilt for the payload with
+//! `panic=immediate-abort` (the bridge never panics on input, and this drops the unwinding and
+//! backtrace machinery): the image shrinks by about half. That needs unstable flags, enabled
+//! with `RUSTC_BOOTSTRAP` for this inner build only; without `rust-src`, or if that build fails,
+//! the ordinary build is used and a warning says so. `FERRY_PAYLOAD_BUILD_STD=0` turns it off.
 
 use std::env;
 use std::fs;
@@ -37,12 +43,21 @@ fn main() {
         println!("cargo:rerun-if-changed={}", root.join(path).display());
     }
     println!("cargo:rerun-if-env-changed=FERRY_PAYLOAD_TARGETS");
+    println!("cargo:rerun-if-env-changed=FERRY_PAYLOAD_BUILD_STD");
 
     let _ = fs::remove_dir_all(&out);
     fs::create_dir_all(&out).expect("create payload dir");
     let sysroot = rustc_sysroot();
     let host_arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
     let wanted = env::var("FERRY_PAYLOAD_TARGETS").ok();
+    let build_std = env::var("FERRY_PAYLOAD_BUILD_STD").map_or(true, |v| v != "0");
+    let rust_src = sysroot.join("lib/rustlib/src/rust/library/std").is_dir();
+    if build_std && !rust_src {
+        println!(
+            "cargo:warning=ferry: the bridge is built with the prebuilt standard library; \
+             `rustup component add rust-src` makes it about half as large"
+        );
+    }
 
     let mut index = String::new();
     for (arch, musl) in TARGETS {
@@ -67,7 +82,24 @@ fn main() {
             );
             continue;
         };
-        let exe = build_payload(&root, &target, static_gnu);
+        let exe = if build_std && rust_src && !static_gnu {
+            build_payload(&root, &target, Flavour::MinimalStd).unwrap_or_else(|| {
+                println!(
+                    "cargo:warning=ferry: rebuilding std for {target} failed; \
+                     using the prebuilt standard library"
+                );
+                build_payload(&root, &target, Flavour::Plain)
+                    .unwrap_or_else(|| fail(&format!("building the bridge for {target} failed")))
+            })
+        } else {
+            let flavour = if static_gnu {
+                Flavour::StaticGnu
+            } else {
+                Flavour::Plain
+            };
+            build_payload(&root, &target, flavour)
+                .unwrap_or_else(|| fail(&format!("building the bridge for {target} failed")))
+        };
         let raw = fs::read(&exe).unwrap_or_else(|e| fail(&format!("read {}: {e}", exe.display())));
         let sha = hex(&Sha256::digest(&raw));
         let zst = zstd::bulk::compress(&raw, 19).unwrap_or_else(|e| fail(&format!("zstd: {e}")));
@@ -78,9 +110,23 @@ fn main() {
     f.write_all(index.as_bytes()).expect("write index");
 }
 
-fn build_payload(root: &Path, target: &str, static_gnu: bool) -> PathBuf {
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Flavour {
+    /// The prebuilt standard library of a musl target.
+    Plain,
+    /// std rebuilt with `panic=immediate-abort`.
+    MinimalStd,
+    /// The host's glibc target, linked statically (when its musl target is missing).
+    StaticGnu,
+}
+
+/// Build the bridge; `None` if cargo failed (its errors are on stderr).
+fn build_payload(root: &Path, target: &str, flavour: Flavour) -> Option<PathBuf> {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let target_dir = payload_target_dir();
+    let target_dir = payload_target_dir().join(match flavour {
+        Flavour::MinimalStd => "min",
+        Flavour::Plain | Flavour::StaticGnu => "std",
+    });
     let mut cmd = Command::new(cargo);
     cmd.current_dir(root)
         .args([
@@ -101,16 +147,27 @@ fn build_payload(root: &Path, target: &str, static_gnu: bool) -> PathBuf {
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("CARGO_BUILD_TARGET")
         .env_remove("RUSTFLAGS");
-    if static_gnu {
-        cmd.env("CARGO_ENCODED_RUSTFLAGS", "-Ctarget-feature=+crt-static");
+    // A static executable needs no relocations: skip static-pie.
+    let rustflags: &[&str] = match flavour {
+        Flavour::Plain => &["-Crelocation-model=static"],
+        Flavour::MinimalStd => &[
+            "-Crelocation-model=static",
+            "-Zunstable-options",
+            "-Cpanic=immediate-abort",
+        ],
+        Flavour::StaticGnu => &["-Ctarget-feature=+crt-static"],
+    };
+    cmd.env("CARGO_ENCODED_RUSTFLAGS", rustflags.join("\x1f"));
+    if flavour == Flavour::MinimalStd {
+        cmd.env("RUSTC_BOOTSTRAP", "1")
+            .arg("-Zbuild-std=std,panic_abort");
     }
     let status = cmd
         .status()
         .unwrap_or_else(|e| fail(&format!("cannot run cargo for the payload: {e}")));
-    if !status.success() {
-        fail(&format!("building the bridge for {target} failed"));
-    }
-    target_dir.join(target).join(PROFILE).join("ferry-bridge")
+    status
+        .success()
+        .then(|| target_dir.join(target).join(PROFILE).join("ferry-bridge"))
 }
 
 /// `<target-dir>/payloads`: shared by every profile of the outer build, so the payload is built

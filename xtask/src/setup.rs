@@ -36,7 +36,8 @@ const PACKAGES: &[&str] = &[
 ];
 
 const RUST_TARGETS: &[&str] = &["x86_64-unknown-linux-musl", "aarch64-unknown-linux-musl"];
-const RUST_COMPONENTS: &[&str] = &["clippy", "rustfmt"];
+/// rust-src lets build.rs rebuild std for the bridge, which halves its size.
+const RUST_COMPONENTS: &[&str] = &["clippy", "rustfmt", "rust-src"];
 
 const BINFMT_DIR: &str = "/proc/sys/fs/binfmt_misc";
 const BINFMT_CONF: &str = "/usr/lib/binfmt.d/qemu-aarch64.conf";
@@ -175,7 +176,11 @@ impl Setup {
         let components: Vec<&str> = RUST_COMPONENTS
             .iter()
             .copied()
-            .filter(|c| !installed.lines().any(|l| l.starts_with(&format!("{c}-"))))
+            .filter(|c| {
+                !installed
+                    .lines()
+                    .any(|l| l == *c || l.starts_with(&format!("{c}-")))
+            })
             .collect();
         if !components.is_empty() {
             println!("setup: rustup component add {}", components.join(" "));
