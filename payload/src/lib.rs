@@ -8,6 +8,7 @@
 
 pub mod channel;
 mod channels;
+mod fdio;
 pub mod flow;
 pub mod interact;
 mod process;
@@ -17,6 +18,7 @@ pub mod utf8;
 
 use ferry_protocol::control::{self, Message};
 
+pub use fdio::{stdin, stdout};
 pub use router::{run, run_interact};
 
 /// The bridge's own `init`: version, capabilities and os-release.

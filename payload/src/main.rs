@@ -82,8 +82,9 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let (stdin, stdout) = (tokio::io::stdin(), tokio::io::stdout());
     let result = runtime.block_on(async {
+        // Inside the runtime: pipes and sockets are registered with its reactor.
+        let (stdin, stdout) = (ferry_bridge::stdin(), ferry_bridge::stdout());
         let bridge = async {
             match &mode {
                 Mode::Frames => ferry_bridge::run(stdin, stdout).await,

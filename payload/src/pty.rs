@@ -2,12 +2,8 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{ready, Context, Poll};
 
-use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use crate::fdio::{cvt, set_nonblocking, Fd};
 
 /// Terminal size in characters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,14 +45,6 @@ impl WindowSize {
     }
 }
 
-fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
-}
-
 fn set_cloexec(fd: RawFd) -> io::Result<()> {
     // SAFETY: fcntl on a descriptor we own; no memory effects.
     unsafe {
@@ -87,15 +75,7 @@ pub fn open(size: WindowSize) -> io::Result<(OwnedFd, OwnedFd)> {
     let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
     set_cloexec(master.as_raw_fd())?;
     set_cloexec(slave.as_raw_fd())?;
-    // SAFETY: fcntl on a descriptor we own.
-    unsafe {
-        let flags = cvt(libc::fcntl(master.as_raw_fd(), libc::F_GETFL))?;
-        cvt(libc::fcntl(
-            master.as_raw_fd(),
-            libc::F_SETFL,
-            flags | libc::O_NONBLOCK,
-        ))?;
-    }
+    set_nonblocking(master.as_raw_fd(), true)?;
     Ok((master, slave))
 }
 
@@ -110,107 +90,27 @@ pub fn make_controlling_terminal() -> io::Result<()> {
     Ok(())
 }
 
-/// The master side of a pseudo-terminal, readable and writable asynchronously. Clones share
-/// the descriptor.
-#[derive(Clone)]
-pub struct Master {
-    fd: Arc<AsyncFd<OwnedFd>>,
+/// The master side of a pseudo-terminal, readable and writable asynchronously; reading ends
+/// when every slave descriptor is closed. Clones share the descriptor.
+pub type Master = Fd;
+
+/// Make the master non-blocking and drive it through the reactor.
+pub fn master(fd: OwnedFd) -> io::Result<Master> {
+    Fd::new(fd, true)
 }
 
-impl Master {
-    /// `fd` must be non-blocking (as [`open`] returns it).
-    pub fn new(fd: OwnedFd) -> io::Result<Self> {
-        // SAFETY: the descriptor is owned by the AsyncFd and stays open as long as it lives.
-        let fd = unsafe { AsyncFd::register(fd) }.map_err(io::Error::from)?;
-        Ok(Master { fd: Arc::new(fd) })
+/// Set the terminal size of the pty whose master is `master`.
+pub fn resize(master: &Master, size: WindowSize) -> io::Result<()> {
+    let ws = size.winsize();
+    // SAFETY: TIOCSWINSZ reads a winsize from the pointer we pass.
+    unsafe {
+        cvt(libc::ioctl(
+            master.raw(),
+            libc::TIOCSWINSZ as _,
+            &ws as *const libc::winsize,
+        ))?;
     }
-
-    pub fn resize(&self, size: WindowSize) -> io::Result<()> {
-        let ws = size.winsize();
-        // SAFETY: TIOCSWINSZ reads a winsize from the pointer we pass.
-        unsafe {
-            cvt(libc::ioctl(
-                self.fd.get_ref().as_raw_fd(),
-                libc::TIOCSWINSZ as _,
-                &ws as *const libc::winsize,
-            ))?;
-        }
-        Ok(())
-    }
-}
-
-impl AsyncRead for Master {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        loop {
-            let mut guard = ready!(self.fd.poll_read_ready(cx))?;
-            let unfilled = buf.initialize_unfilled();
-            let result = guard.try_io(|fd| {
-                // SAFETY: reads at most unfilled.len() bytes into the initialised buffer.
-                let n = unsafe {
-                    libc::read(
-                        fd.get_ref().as_raw_fd(),
-                        unfilled.as_mut_ptr().cast(),
-                        unfilled.len(),
-                    )
-                };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
-                }
-            });
-            match result {
-                Ok(Ok(n)) => {
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
-                }
-                // Every slave descriptor is closed: the end of the output.
-                Ok(Err(e)) if e.raw_os_error() == Some(libc::EIO) => return Poll::Ready(Ok(())),
-                Ok(Err(e)) => return Poll::Ready(Err(e)),
-                Err(_would_block) => continue,
-            }
-        }
-    }
-}
-
-impl AsyncWrite for Master {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        loop {
-            let mut guard = ready!(self.fd.poll_write_ready(cx))?;
-            let result = guard.try_io(|fd| {
-                // SAFETY: writes at most data.len() bytes from data.
-                let n = unsafe {
-                    libc::write(fd.get_ref().as_raw_fd(), data.as_ptr().cast(), data.len())
-                };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
-                }
-            });
-            match result {
-                Ok(result) => return Poll::Ready(result),
-                Err(_would_block) => continue,
-            }
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // A terminal cannot be half-closed.
-        Poll::Ready(Ok(()))
-    }
+    Ok(())
 }
 
 #[cfg(test)]

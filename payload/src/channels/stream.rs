@@ -220,7 +220,7 @@ fn spawn(spec: &Spawn) -> std::io::Result<Spawned> {
                     pty::make_controlling_terminal()
                 });
             }
-            let master = pty::Master::new(master)?;
+            let master = pty::master(master)?;
             (
                 Box::new(master.clone()),
                 Some(Box::new(master.clone())),
@@ -366,7 +366,7 @@ impl Pump {
                     }
                     Some(Input::Options(options)) => {
                         if let (Some(master), Some(window)) = (&self.pty, options.get("window")) {
-                            let _ = master.resize(WindowSize::default().update(Some(window)));
+                            let _ = pty::resize(master, WindowSize::default().update(Some(window)));
                         }
                     }
                     Some(Input::Control(_)) => {}
