@@ -12,8 +12,10 @@ use serde_json::{json, Value};
 
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 
-pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_ferry-bridge")
+/// The bridge under test: `FERRY_BRIDGE_BIN` if set (e.g. a payload build for another
+/// architecture, run through qemu-user), else the one cargo built for these tests.
+pub fn bin() -> String {
+    std::env::var("FERRY_BRIDGE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_ferry-bridge").into())
 }
 
 /// One frame read from the bridge.
