@@ -115,8 +115,10 @@ pub struct ProcessGroup {
 impl ProcessGroup {
     /// `pid` must lead its own process group (spawned with `setsid` or `process_group(0)`).
     pub fn new(pid: u32) -> Self {
+        let pid = libc::pid_t::try_from(pid).unwrap_or(0);
+        // Never signal group 0 or 1: that would be the bridge's own group, or everything.
         ProcessGroup {
-            pid: libc::pid_t::try_from(pid).unwrap_or(0),
+            pid,
             live: pid > 1,
         }
     }
