@@ -410,24 +410,13 @@ impl Compressor {
     }
 }
 
-/// A number as C's `printf("%.17g")` writes it.
-fn fmt_g17(v: f64) -> String {
-    let sci = format!("{v:.16e}");
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let trim = |s: &str| -> String {
-        if s.contains('.') {
-            s.trim_end_matches('0').trim_end_matches('.').to_owned()
-        } else {
-            s.to_owned()
-        }
-    };
-    if !(-4..17).contains(&exp) {
-        let sign = if exp < 0 { '-' } else { '+' };
-        format!("{}e{sign}{:02}", trim(mantissa), exp.abs())
+/// A number: integral values as integers (as the reference writes them), others in the
+/// shortest form that reads back as the same double.
+fn fmt_number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 9_223_372_036_854_775_808.0 {
+        (v as i64).to_string()
     } else {
-        let decimals = (16 - exp).max(0) as usize;
-        trim(&format!("{v:.decimals$}"))
+        serde_json::to_string(&v).unwrap_or_else(|_| "false".into())
     }
 }
 
@@ -435,7 +424,7 @@ fn write_out(out: &Out, buf: &mut String) {
     match out {
         Out::Null => buf.push_str("null"),
         Out::False => buf.push_str("false"),
-        Out::Num(v) => buf.push_str(&fmt_g17(*v)),
+        Out::Num(v) => buf.push_str(&fmt_number(*v)),
         Out::Array(items) => {
             buf.push('[');
             for (n, item) in items.iter().enumerate() {
@@ -631,18 +620,20 @@ mod tests {
     }
 
     #[test]
-    #[allow(clippy::excessive_precision)]
-    fn numbers_like_printf_g17() {
-        assert_eq!(fmt_g17(773525504.0), "773525504");
-        assert_eq!(fmt_g17(0.0), "0");
-        assert_eq!(fmt_g17(19.960079840326216), "19.960079840326216");
-        assert_eq!(fmt_g17(7.9521909356117249e-05), "7.9521909356117249e-05");
-        assert_eq!(fmt_g17(9223372036854771712.0), "9.2233720368547717e+18");
-        assert_eq!(fmt_g17(-28950528.0), "-28950528");
-        assert_eq!(fmt_g17(0.5), "0.5");
-        assert_eq!(fmt_g17(1e16), "10000000000000000");
-        assert_eq!(fmt_g17(1e17), "1e+17");
-        assert_eq!(fmt_g17(0.0001), "0.0001");
+    fn numbers_read_back_exactly() {
+        assert_eq!(fmt_number(773525504.0), "773525504");
+        assert_eq!(fmt_number(0.0), "0");
+        assert_eq!(fmt_number(-28950528.0), "-28950528");
+        assert_eq!(fmt_number(0.5), "0.5");
+        assert_eq!(fmt_number(9223372036854771712.0), "9223372036854771712");
+        for v in [
+            19.960079840326216,
+            7.952190935611725e-5,
+            1e19,
+            392_761_458.459_081_8,
+        ] {
+            assert_eq!(fmt_number(v).parse::<f64>().unwrap(), v);
+        }
     }
 
     #[test]

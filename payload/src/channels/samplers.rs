@@ -302,9 +302,7 @@ pub fn parse_number(text: &str) -> Option<i64> {
     if word == "max" {
         return Some(i64::MAX);
     }
-    word.parse::<i64>()
-        .ok()
-        .or_else(|| word.parse::<f64>().ok().map(|v| v as i64))
+    word.parse::<i64>().ok()
 }
 
 fn cgroup_v1_memory(dir: &Path, name: &str, sink: &mut dyn Sink) {
