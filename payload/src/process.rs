@@ -117,10 +117,7 @@ impl ProcessGroup {
     pub fn new(pid: u32) -> Self {
         let pid = libc::pid_t::try_from(pid).unwrap_or(0);
         // Never signal group 0 or 1: that would be the bridge's own group, or everything.
-        ProcessGroup {
-            pid,
-            live: pid > 1,
-        }
+        ProcessGroup { pid, live: pid > 1 }
     }
 
     /// The leader was waited for: its pid may be reused, so never signal it again.
