@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 
 use ferry_testbed::{require, Component, NOISE};
 
-use crate::harness::{Output, Test};
+use serde_json::json;
+
+use crate::harness::{frame, Output, Test};
 
 const HOST_ARCH: &str = std::env::consts::ARCH;
 
@@ -293,6 +295,41 @@ fn ssh_login_shell_tcsh() {
 #[test]
 fn ssh_login_shell_ash() {
     login_shell("ash");
+}
+
+#[test]
+fn connect_relays_a_conversation_over_ssh() {
+    require!(Component::Sshd);
+    let mut ferry = Test::new()
+        .arg("connect")
+        .ssh_config()
+        .arg("ssh:bash")
+        .stdout_lacks(NOISE)
+        .spawn();
+    let (before, init) = ferry.recv_control();
+    assert!(before.is_empty(), "frames before init: {before:?}");
+    assert_eq!(init["command"], "init", "{init}");
+    assert!(init.get("problem").is_none(), "{init}");
+    ferry.send_control(&json!({"command": "init", "version": 1, "host": "localhost"}));
+    ferry.send_control(&json!({"command": "open", "channel": "a", "payload": "echo"}));
+    let (_, ready) = ferry.recv_control();
+    assert_eq!(
+        (&ready["command"], &ready["channel"]),
+        (&json!("ready"), &json!("a")),
+        "{ready}"
+    );
+    let text = "through ssh and back: w\u{f6}rld \u{2603}";
+    ferry.send(&frame("a", text.as_bytes()));
+    assert_eq!(ferry.recv(), ("a".to_string(), text.as_bytes().to_vec()));
+    ferry.send_control(&json!({"command": "close", "channel": "a"}));
+    let (_, close) = ferry.recv_control();
+    assert_eq!(
+        (&close["command"], &close["channel"]),
+        (&json!("close"), &json!("a")),
+        "{close}"
+    );
+    // End of stdin ends the bridge, and ferry with status 0.
+    ferry.finish();
 }
 
 // ---------------------------------------------------------------------------------------------

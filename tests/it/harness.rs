@@ -18,9 +18,8 @@ use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// The `ferry` binary under test.
@@ -191,7 +190,20 @@ impl Test {
     }
 
     /// Run `ferry` and check every expectation; panics with the whole output on a failure.
-    pub fn run(self) -> Output {
+    pub fn run(mut self) -> Output {
+        let stdin = std::mem::take(&mut self.stdin);
+        let mut running = self.spawn();
+        let mut child_stdin = running.stdin.take().expect("piped stdin");
+        // A broken pipe only means that ferry did not read everything: the test decides.
+        std::thread::spawn(move || {
+            let _ = child_stdin.write_all(&stdin);
+        });
+        running.finish()
+    }
+
+    /// Start `ferry` for a conversation (see [`Running`]); stdin given with [`Test::stdin`] is
+    /// written first. The timeout counts from now.
+    pub fn spawn(mut self) -> Running {
         let (cache_dir, cache_path) = match &self.cache_home {
             CacheHome::Fresh => {
                 let dir = tempfile::Builder::new()
@@ -224,24 +236,30 @@ impl Test {
             command.current_dir(dir);
         }
         let shown = self.show();
-        let raw = run_with_timeout(command, self.stdin.clone(), self.timeout)
-            .unwrap_or_else(|e| panic!("{shown}: {e}"));
-        let output = Output {
-            command: shown,
-            status: raw.status,
-            stdout: raw.stdout,
-            stderr: raw.stderr,
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("{shown}: cannot start: {e}"));
+        let stdout = Pipe::read(child.stdout.take().expect("piped stdout"));
+        let stderr = Pipe::read(child.stderr.take().expect("piped stderr"));
+        let mut stdin = child.stdin.take();
+        let initial = std::mem::take(&mut self.stdin);
+        if !initial.is_empty() {
+            if let Some(pipe) = stdin.as_mut() {
+                let _ = pipe.write_all(&initial);
+            }
+        }
+        Running {
+            deadline: Instant::now() + self.timeout,
+            test: self,
+            shown,
+            child,
+            stdin,
+            stdout,
+            stderr,
+            cursor: 0,
             cache_dir,
             cache_path,
-        };
-        if let Some(hang) = raw.hang {
-            output.fail(&format!(
-                "did not finish within {:?} ({hang}); output so far below",
-                self.timeout
-            ));
         }
-        self.check(&output);
-        output
     }
 
     fn show(&self) -> String {
@@ -424,35 +442,13 @@ fn describe(status: ExitStatus) -> String {
 pub fn parse_frames(mut bytes: &[u8]) -> Result<Vec<(String, Vec<u8>)>, String> {
     let mut frames = Vec::new();
     while !bytes.is_empty() {
-        let newline = bytes
-            .iter()
-            .position(|b| *b == b'\n')
-            .ok_or("a size line without a newline")?;
-        let size: usize = std::str::from_utf8(&bytes[..newline])
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| {
-                format!(
-                    "bad size line {:?}",
-                    String::from_utf8_lossy(&bytes[..newline])
-                )
-            })?;
-        let rest = &bytes[newline + 1..];
-        if rest.len() < size {
-            return Err(format!(
-                "a frame of {size} bytes is cut off after {}",
-                rest.len()
-            ));
+        match next_frame(bytes)? {
+            Some((channel, payload, used)) => {
+                frames.push((channel, payload));
+                bytes = &bytes[used..];
+            }
+            None => return Err(format!("a frame is cut off: {} bytes left", bytes.len())),
         }
-        let frame = &rest[..size];
-        let channel_end = frame
-            .iter()
-            .position(|b| *b == b'\n')
-            .ok_or("a frame without a channel line")?;
-        let channel = String::from_utf8(frame[..channel_end].to_vec())
-            .map_err(|_| "a channel that is not UTF-8")?;
-        frames.push((channel, frame[channel_end + 1..].to_vec()));
-        bytes = &rest[size..];
     }
     Ok(frames)
 }
@@ -469,83 +465,296 @@ pub fn control(message: &serde_json::Value) -> Vec<u8> {
     frame("", message.to_string().as_bytes())
 }
 
-struct RawOutput {
-    status: ExitStatus,
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
-    /// Set when the process had to be killed: why.
-    hang: Option<String>,
+/// Everything read so far from one of ferry's output pipes, and whether it has ended.
+#[derive(Clone)]
+struct Pipe(Arc<(Mutex<PipeState>, Condvar)>);
+
+/// The bytes read so far, and whether the pipe has ended.
+type PipeState = (Vec<u8>, bool);
+
+impl Pipe {
+    fn read(mut source: impl Read + Send + 'static) -> Pipe {
+        let pipe = Pipe(Arc::new((Mutex::new((Vec::new(), false)), Condvar::new())));
+        let sink = pipe.clone();
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 16384];
+            loop {
+                let n = source.read(&mut chunk).unwrap_or(0);
+                let (lock, changed) = &*sink.0;
+                let mut state = lock.lock().unwrap();
+                if n == 0 {
+                    state.1 = true;
+                    changed.notify_all();
+                    break;
+                }
+                state.0.extend_from_slice(&chunk[..n]);
+                changed.notify_all();
+            }
+        });
+        pipe
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        self.0 .0.lock().unwrap().0.clone()
+    }
+
+    fn ended(&self) -> bool {
+        self.0 .0.lock().unwrap().1
+    }
+
+    /// Wait until `ready` says yes about (bytes, ended), or until `deadline`.
+    fn wait_for<T>(
+        &self,
+        deadline: Instant,
+        mut ready: impl FnMut(&[u8], bool) -> Option<T>,
+    ) -> Option<T> {
+        let (lock, changed) = &*self.0;
+        let mut state = lock.lock().unwrap();
+        loop {
+            if let Some(value) = ready(&state.0, state.1) {
+                return Some(value);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            state = changed.wait_timeout(state, deadline - now).unwrap().0;
+        }
+    }
 }
 
-fn reader(mut source: impl Read + Send + 'static) -> (Arc<Mutex<Vec<u8>>>, JoinHandle<()>) {
-    let buffer = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&buffer);
-    let handle = std::thread::spawn(move || {
-        let mut chunk = [0u8; 16384];
+/// A running `ferry`, for a conversation: send bytes, receive frames, then [`Running::finish`].
+/// Every wait is bounded by the test's timeout; running past it fails the test with the output so
+/// far.
+pub struct Running {
+    test: Test,
+    shown: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: Pipe,
+    stderr: Pipe,
+    /// How much of stdout [`Running::recv`] has consumed.
+    cursor: usize,
+    deadline: Instant,
+    cache_dir: Option<tempfile::TempDir>,
+    cache_path: Option<PathBuf>,
+}
+
+impl Running {
+    /// Write to ferry's stdin.
+    pub fn send(&mut self, bytes: &[u8]) {
+        let result = match self.stdin.as_mut() {
+            Some(stdin) => stdin.write_all(bytes).and_then(|()| stdin.flush()),
+            None => Ok(()),
+        };
+        if let Err(e) = result {
+            self.abort(&format!("cannot write to ferry's stdin: {e}"));
+        }
+    }
+
+    /// Send a control message.
+    pub fn send_control(&mut self, message: &serde_json::Value) {
+        self.send(&control(message));
+    }
+
+    /// Close ferry's stdin.
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// The next whole frame on stdout: (channel, payload).
+    pub fn recv(&mut self) -> (String, Vec<u8>) {
+        let cursor = self.cursor;
+        let found = self.stdout.wait_for(self.deadline, |bytes, ended| {
+            match next_frame(&bytes[cursor..]) {
+                Ok(Some((channel, payload, used))) => Some(Ok((channel, payload, used))),
+                Ok(None) if ended => Some(Err("stdout ended".to_string())),
+                Ok(None) => None,
+                Err(e) => Some(Err(e)),
+            }
+        });
+        match found {
+            Some(Ok((channel, payload, used))) => {
+                self.cursor += used;
+                (channel, payload)
+            }
+            Some(Err(e)) => self.abort(&format!("waiting for a frame: {e}")),
+            None => self.abort(&format!(
+                "no frame within the timeout of {:?}",
+                self.test.timeout
+            )),
+        }
+    }
+
+    /// The next control message (frames on other channels before it are returned too, in order).
+    pub fn recv_control(&mut self) -> (Vec<(String, Vec<u8>)>, serde_json::Value) {
+        let mut skipped = Vec::new();
         loop {
-            match source.read(&mut chunk) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => sink.lock().unwrap().extend_from_slice(&chunk[..n]),
+            let (channel, payload) = self.recv();
+            if channel.is_empty() {
+                match serde_json::from_slice(&payload) {
+                    Ok(message) => return (skipped, message),
+                    Err(e) => self.abort(&format!("control payload is not JSON: {e}")),
+                }
+            }
+            skipped.push((channel, payload));
+        }
+    }
+
+    /// Close stdin, wait for ferry to exit, and check the expectations of the [`Test`].
+    pub fn finish(mut self) -> Output {
+        self.stdin = None;
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if Instant::now() < self.deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Ok(None) => self.abort(&format!(
+                    "did not finish within {:?}; output so far below",
+                    self.test.timeout
+                )),
+                Err(e) => self.abort(&format!("cannot wait for ferry: {e}")),
+            }
+        };
+        // ferry has exited; whatever it started must let go of its output soon.
+        let grace = Instant::now() + Duration::from_secs(10);
+        let closed = self
+            .stdout
+            .wait_for(grace, |_, ended| ended.then_some(()))
+            .and_then(|()| self.stderr.wait_for(grace, |_, ended| ended.then_some(())));
+        let output = self.output(status);
+        if closed.is_none() {
+            self.kill_group();
+            output.fail("exited, but something it started still holds stdout or stderr open");
+        }
+        self.test.check(&output);
+        output
+    }
+
+    fn output(&mut self, status: ExitStatus) -> Output {
+        Output {
+            command: self.shown.clone(),
+            status,
+            stdout: self.stdout.bytes(),
+            stderr: self.stderr.bytes(),
+            cache_dir: self.cache_dir.take(),
+            cache_path: self.cache_path.clone(),
+        }
+    }
+
+    /// Kill ferry's process group and every process descended from ferry (some, like the command
+    /// a bridge runs, live in process groups of their own).
+    fn kill_group(&self) {
+        let pid = self.child.id() as libc::pid_t;
+        let mut victims = descendants(pid);
+        victims.push(-pid);
+        for victim in victims {
+            // SAFETY: kill has no memory-safety preconditions; these are ferry's own processes.
+            unsafe {
+                libc::kill(victim, libc::SIGKILL);
             }
         }
-    });
-    (buffer, handle)
+    }
+
+    /// Kill ferry and everything it started, then fail with the output so far.
+    fn abort(&mut self, message: &str) -> ! {
+        self.kill_group();
+        let status = self.child.wait().expect("wait for the killed ferry");
+        // Give the readers a moment to collect what was in the pipes.
+        let soon = Instant::now() + Duration::from_millis(500);
+        let _ = self.stdout.wait_for(soon, |_, ended| ended.then_some(()));
+        let _ = self.stderr.wait_for(soon, |_, ended| ended.then_some(()));
+        self.output(status).fail(message)
+    }
 }
 
-/// Run `command` (already in its own process group), killing the group when it runs too long.
-fn run_with_timeout(
-    mut command: Command,
-    stdin: Vec<u8>,
-    timeout: Duration,
-) -> std::io::Result<RawOutput> {
-    let mut child = command.spawn()?;
-    let pgid = child.id() as libc::pid_t;
-    let mut child_stdin = child.stdin.take().expect("piped stdin");
-    let writer = std::thread::spawn(move || {
-        // A broken pipe only means that ferry did not read everything: the test decides.
-        let _ = child_stdin.write_all(&stdin);
-    });
-    let (stdout, out_thread) = reader(child.stdout.take().expect("piped stdout"));
-    let (stderr, err_thread) = reader(child.stderr.take().expect("piped stderr"));
-    let kill_group = || {
-        // SAFETY: kill has no memory-safety preconditions.
-        unsafe {
-            libc::kill(-pgid, libc::SIGKILL);
+impl Drop for Running {
+    fn drop(&mut self) {
+        // A test that panicked mid-conversation must not leave ferry behind.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.kill_group();
+            let _ = self.child.wait();
         }
-    };
-    let start = Instant::now();
-    let mut hang = None;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if start.elapsed() > timeout {
-            hang = Some("killed".to_string());
-            kill_group();
-            break child.wait()?;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    // ferry has exited; whatever it started must let go of its output soon.
-    let grace = Instant::now();
-    while !(out_thread.is_finished() && err_thread.is_finished()) {
-        if grace.elapsed() > Duration::from_secs(10) {
-            hang.get_or_insert_with(|| {
-                "exited, but something it started still holds stdout or stderr open".into()
-            });
-            kill_group();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
     }
-    let _ = out_thread.join();
-    let _ = err_thread.join();
-    drop(writer);
-    let take = |b: &Arc<Mutex<Vec<u8>>>| std::mem::take(&mut *b.lock().unwrap());
-    Ok(RawOutput {
-        status,
-        stdout: take(&stdout),
-        stderr: take(&stderr),
-        hang,
-    })
+}
+
+/// Every process below `root`, from /proc (parent pids).
+fn descendants(root: libc::pid_t) -> Vec<libc::pid_t> {
+    let mut parents = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<libc::pid_t>().ok())
+            else {
+                continue;
+            };
+            // "PID (COMM) STATE PPID ...": COMM may hold spaces and parentheses.
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<libc::pid_t>().ok());
+            if let Some(ppid) = ppid {
+                parents.push((pid, ppid));
+            }
+        }
+    }
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(
+            parents
+                .iter()
+                .filter(|(_, p)| *p == parent)
+                .map(|(c, _)| *c),
+        );
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+/// The first whole frame of `bytes`: (channel, payload, bytes used), or `None` if incomplete.
+fn next_frame(bytes: &[u8]) -> Result<Option<(String, Vec<u8>, usize)>, String> {
+    let Some(newline) = bytes.iter().position(|b| *b == b'\n') else {
+        return if bytes.len() > 10 {
+            Err(format!(
+                "bad size line {:?}",
+                String::from_utf8_lossy(bytes)
+            ))
+        } else {
+            Ok(None)
+        };
+    };
+    let size: usize = std::str::from_utf8(&bytes[..newline])
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| {
+            format!(
+                "bad size line {:?}",
+                String::from_utf8_lossy(&bytes[..newline])
+            )
+        })?;
+    let rest = &bytes[newline + 1..];
+    if rest.len() < size {
+        return Ok(None);
+    }
+    let frame = &rest[..size];
+    let channel_end = frame
+        .iter()
+        .position(|b| *b == b'\n')
+        .ok_or("a frame without a channel line")?;
+    let channel = String::from_utf8(frame[..channel_end].to_vec())
+        .map_err(|_| "a channel that is not UTF-8")?;
+    Ok(Some((
+        channel,
+        frame[channel_end + 1..].to_vec(),
+        newline + 1 + size,
+    )))
 }
