@@ -5,6 +5,7 @@
 //! - `bench [NAME...]`: build ferry in release mode and run `ferry-bench NAME...`.
 
 mod bench;
+mod fuzz;
 mod setup;
 mod test;
 mod util;
@@ -29,6 +30,7 @@ fn main() -> ExitCode {
         "test" => test::run(),
         "bench" => bench::run(rest),
         // Further commands (e.g. `fuzz`) are dispatched here, one line each.
+        "fuzz" => fuzz::run(rest),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
