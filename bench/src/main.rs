@@ -1,6 +1,7 @@
 //! `ferry-bench NAME [ARGS...]`: ferry's benchmarks (run them with `cargo xtask bench NAME`).
 
 mod bootstrap;
+mod bridge;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -9,6 +10,7 @@ fn main() -> anyhow::Result<()> {
         .map_or(("", &[][..]), |(n, r)| (n.as_str(), r));
     match name {
         "bootstrap" => bootstrap::run(rest),
-        _ => anyhow::bail!("usage: ferry-bench <bootstrap> [ARGS...]"),
+        "bridge" => bridge::run(rest),
+        _ => anyhow::bail!("usage: ferry-bench <bootstrap|bridge> [ARGS...]"),
     }
 }
