@@ -98,7 +98,7 @@ pub fn run() -> Result<()> {
 
     step(&mut steps, "cargo test", || {
         // `CI` is inherited as it is: the tests fail, rather than skip, on a missing component.
-        run_command(cargo().args(["test", "--workspace"]))?;
+        run_command(cargo().args(["test", "--workspace", "--no-fail-fast"]))?;
         Ok(None)
     });
     summary(&steps)
