@@ -12,7 +12,6 @@
 //! object is replaced, a message with `"partial": true` clears the old state first. Without
 //! `watch` the channel sends `done` after the first message and closes.
 
-use std::collections::BTreeSet;
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
@@ -228,6 +227,46 @@ fn merge_and_filter(current: &mut Map<String, Value>, patch: &mut Map<String, Va
     }
 }
 
+/// A set of names, kept small: a sorted vector.
+#[derive(Default)]
+struct Names(Vec<String>);
+
+impl Names {
+    fn new() -> Self {
+        Names(Vec::new())
+    }
+
+    fn from(names: &[&str]) -> Self {
+        let mut set = Names::new();
+        for name in names {
+            set.insert(name);
+        }
+        set
+    }
+
+    fn insert(&mut self, name: &str) {
+        if let Err(at) = self.0.binary_search_by(|n| n.as_str().cmp(name)) {
+            self.0.insert(at, name.to_owned());
+        }
+    }
+
+    fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.0.retain(|n| keep(n));
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &String> {
+        self.0.iter()
+    }
+}
+
 struct State {
     opts: Options,
     effective_fnmatch: String,
@@ -236,7 +275,7 @@ struct State {
     /// The object reported on (an `O_PATH` descriptor).
     fd: Option<File>,
     /// Names with changes to report, once the update delay has passed.
-    pending: Option<(Instant, BTreeSet<String>)>,
+    pending: Option<(Instant, Names)>,
 }
 
 impl State {
@@ -285,11 +324,11 @@ impl State {
     }
 
     /// The attributes of `updates` (names in the directory; `""` is the object itself).
-    fn process_update(&mut self, updates: &BTreeSet<String>, reset: bool) -> Option<Vec<Value>> {
+    fn process_update(&mut self, updates: &Names, reset: bool) -> Option<Vec<Value>> {
         let dir = self.fd.as_ref()?.as_raw_fd();
         let mut entries = Map::new();
         let mut info = Map::new();
-        for name in updates {
+        for name in updates.iter() {
             let attrs = self.getattrs(dir, name, false);
             if name.is_empty() {
                 if let Value::Object(obj) = attrs {
@@ -301,12 +340,14 @@ impl State {
         }
         let mut targets = Map::new();
         if self.opts.targets {
-            let names: BTreeSet<String> = entries
+            let mut names = Names::new();
+            for target in entries
                 .values()
                 .filter_map(|e| e.get("target").and_then(Value::as_str))
-                .map(str::to_owned)
-                .collect();
-            for name in names {
+            {
+                names.insert(target);
+            }
+            for name in names.0 {
                 if name.contains('/') || !interesting(&self.effective_fnmatch, &name) {
                     let attrs = self.getattrs(dir, &name, true);
                     targets.insert(name, attrs);
@@ -378,16 +419,14 @@ impl State {
                 return self.report_error(libc::ENOTDIR);
             }
         }
-        let mut names = BTreeSet::from([String::new()]);
+        let mut names = Names::from(&[""]);
         self.effective_fnmatch = String::new();
         if !self.opts.fnmatch.is_empty() {
             // If the listing fails, entries are not reported from then on.
             if let Ok(entries) = std::fs::read_dir(format!("/proc/self/fd/{}", fd.as_raw_fd())) {
-                names.extend(
-                    entries
-                        .flatten()
-                        .map(|e| String::from_utf8_lossy(e.file_name().as_bytes()).into_owned()),
-                );
+                for entry in entries.flatten() {
+                    names.insert(&String::from_utf8_lossy(entry.file_name().as_bytes()));
+                }
                 self.effective_fnmatch = self.opts.fnmatch.clone();
             }
         }
@@ -403,8 +442,8 @@ impl State {
         }
         let (_, set) = self
             .pending
-            .get_or_insert_with(|| (Instant::now() + UPDATE_DELAY, BTreeSet::new()));
-        set.insert(name.to_owned());
+            .get_or_insert_with(|| (Instant::now() + UPDATE_DELAY, Names::new()));
+        set.insert(name);
     }
 }
 
@@ -682,15 +721,11 @@ mod tests {
 
         // A change to one entry sends only what changed.
         std::fs::write(dir.join("a.txt"), b"hello world").unwrap();
-        let out = s
-            .process_update(&BTreeSet::from(["a.txt".to_owned()]), false)
-            .unwrap();
+        let out = s.process_update(&Names::from(&["a.txt"]), false).unwrap();
         assert_eq!(out, [json!({"info": {"entries": {"a.txt": {"size": 11}}}})]);
         // A deleted entry is removed.
         std::fs::remove_file(dir.join("a.txt")).unwrap();
-        let out = s
-            .process_update(&BTreeSet::from(["a.txt".to_owned()]), false)
-            .unwrap();
+        let out = s.process_update(&Names::from(&["a.txt"]), false).unwrap();
         assert_eq!(out, [json!({"info": {"entries": {"a.txt": null}}})]);
 
         // Replacing the object with an error clears the info.
