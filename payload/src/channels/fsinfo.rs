@@ -194,37 +194,44 @@ fn interesting(pattern: &str, name: &str) -> bool {
     name.is_empty() || fsutil::fnmatch(pattern, name)
 }
 
-/// Apply `patch` to `current` (RFC 7396) and drop from `patch` what changes nothing.
-fn merge_and_filter(current: &mut Map<String, Value>, patch: &mut Map<String, Value>) {
-    let keys: Vec<String> = patch.keys().cloned().collect();
-    for key in keys {
-        let patch_is_object = matches!(patch.get(&key), Some(Value::Object(_)));
-        if patch_is_object {
-            let current_is_object = matches!(current.get(&key), Some(Value::Object(_)));
-            if !current_is_object {
-                current.insert(key.clone(), Value::Object(Map::new()));
+/// Apply `patch` to `current` (RFC 7396) and return `patch` without what changes nothing.
+///
+/// A removed key stays in `current` as `null`, which means the same as absent (this spares
+/// the payload the code for removing from a map).
+fn merge_and_filter(
+    current: &mut Map<String, Value>,
+    patch: Map<String, Value>,
+) -> Map<String, Value> {
+    let mut kept = Map::new();
+    for (key, patch_value) in patch {
+        match patch_value {
+            Value::Object(sub) => {
+                let current_is_object = matches!(current.get(&key), Some(Value::Object(_)));
+                if !current_is_object {
+                    current.insert(key.clone(), Value::Object(Map::new()));
+                }
+                let Some(Value::Object(cur)) = current.get_mut(&key) else {
+                    continue;
+                };
+                let sub = merge_and_filter(cur, sub);
+                if !current_is_object || !sub.is_empty() {
+                    kept.insert(key, Value::Object(sub));
+                }
             }
-            let (Some(Value::Object(cur)), Some(Value::Object(pat))) =
-                (current.get_mut(&key), patch.get_mut(&key))
-            else {
-                continue;
-            };
-            merge_and_filter(cur, pat);
-            if current_is_object && pat.is_empty() {
-                patch.remove(&key);
-            }
-        } else {
-            let patch_value = patch.get(&key).cloned().unwrap_or(Value::Null);
-            let current_value = current.get(&key).cloned().unwrap_or(Value::Null);
-            if current_value == patch_value {
-                patch.remove(&key);
-            } else if !patch_value.is_null() {
-                current.insert(key, patch_value);
-            } else {
-                current.remove(&key);
+            patch_value => {
+                if current.get(&key).unwrap_or(&Value::Null) != &patch_value {
+                    current.insert(key.clone(), patch_value.clone());
+                    kept.insert(key, patch_value);
+                }
             }
         }
     }
+    kept
+}
+
+/// The keys of `map` that are present (not `null`).
+fn present(map: &Map<String, Value>) -> impl Iterator<Item = &String> {
+    map.iter().filter(|(_, v)| !v.is_null()).map(|(k, _)| k)
 }
 
 /// A set of names, kept small: a sorted vector.
@@ -284,13 +291,11 @@ impl State {
             Ok(st) => st,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Value::Null,
             Err(_) => {
-                return Value::Object(
-                    self.opts
-                        .attrs
-                        .iter()
-                        .map(|a| (a.clone(), Value::Null))
-                        .collect(),
-                )
+                let mut all_null = Map::new();
+                for attr in &self.opts.attrs {
+                    all_null.insert(attr.clone(), Value::Null);
+                }
+                return Value::Object(all_null);
             }
         };
         let mut result = Map::new();
@@ -370,9 +375,9 @@ impl State {
         let mut out = Vec::new();
         let mut first = Map::new();
         if reset {
-            let overlap = self.current.keys().any(|k| updates.contains_key(k));
+            let overlap = present(&self.current).any(|k| updates.contains_key(k));
             if overlap {
-                for key in self.current.keys() {
+                for key in present(&self.current) {
                     first.insert(key.clone(), Value::Null);
                 }
                 first.insert("partial".into(), Value::Bool(true));
@@ -380,7 +385,7 @@ impl State {
                 self.current.insert("partial".into(), Value::Bool(true));
                 updates.insert("partial".into(), Value::Null);
             } else {
-                for key in self.current.keys() {
+                for key in present(&self.current) {
                     updates.insert(key.clone(), Value::Null);
                 }
             }
@@ -388,7 +393,7 @@ impl State {
         if !first.is_empty() {
             out.push(Value::Object(first));
         }
-        merge_and_filter(&mut self.current, &mut updates);
+        let updates = merge_and_filter(&mut self.current, updates);
         if !updates.is_empty() {
             out.push(Value::Object(updates));
         }
@@ -620,35 +625,34 @@ mod tests {
     #[test]
     fn merge_patch_filters_no_ops() {
         let mut current = map(json!({"info": {"size": 1, "mode": 420}}));
-        let mut patch = map(json!({"info": {"size": 2, "mode": 420, "gone": null}}));
-        merge_and_filter(&mut current, &mut patch);
+        let patch = map(json!({"info": {"size": 2, "mode": 420, "gone": null}}));
+        let patch = merge_and_filter(&mut current, patch);
         assert_eq!(Value::Object(patch), json!({"info": {"size": 2}}));
         assert_eq!(
             Value::Object(current.clone()),
             json!({"info": {"size": 2, "mode": 420}})
         );
 
-        let mut patch = map(json!({"info": {"size": 2}}));
-        merge_and_filter(&mut current, &mut patch);
+        let patch = merge_and_filter(&mut current, map(json!({"info": {"size": 2}})));
         assert!(patch.is_empty());
 
-        let mut patch = map(json!({"info": null, "error": {"problem": "not-found"}}));
-        merge_and_filter(&mut current, &mut patch);
+        let patch = map(json!({"info": null, "error": {"problem": "not-found"}}));
+        let patch = merge_and_filter(&mut current, patch);
         assert_eq!(
             Value::Object(patch),
             json!({"info": null, "error": {"problem": "not-found"}})
         );
-        assert_eq!(
-            Value::Object(current),
-            json!({"error": {"problem": "not-found"}})
-        );
+        assert_eq!(present(&current).collect::<Vec<_>>(), ["error"]);
+        // Removed and absent are the same.
+        let patch = merge_and_filter(&mut current, map(json!({"info": null})));
+        assert!(patch.is_empty());
     }
 
     #[test]
     fn first_report_drops_nulls() {
         let mut current = Map::new();
-        let mut patch = map(json!({"info": {"type": "reg", "target": null}}));
-        merge_and_filter(&mut current, &mut patch);
+        let patch = map(json!({"info": {"type": "reg", "target": null}}));
+        let patch = merge_and_filter(&mut current, patch);
         assert_eq!(Value::Object(patch), json!({"info": {"type": "reg"}}));
     }
 

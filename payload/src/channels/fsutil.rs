@@ -2,7 +2,6 @@
 //! `fswatch1`, `fsinfo`): transaction tags, file types, user and group names, error texts,
 //! path canonicalization and shell-style name matching.
 
-use std::ffi::CStr;
 use std::fs::Metadata;
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -108,116 +107,42 @@ pub fn errno_name(errno: i32) -> String {
     name.to_owned()
 }
 
-/// The name of user `uid`, from the password database.
-pub fn user_name(uid: u32) -> Option<String> {
-    let mut buf = vec![0u8; 1024];
-    loop {
-        // SAFETY: an all-zero `passwd` is a valid value for getpwuid_r to fill in.
-        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-        let mut result: *mut libc::passwd = std::ptr::null_mut();
-        // SAFETY: every pointer is valid for the call and `buf` is as long as we say.
-        let rc = unsafe {
-            libc::getpwuid_r(
-                uid,
-                &mut pwd,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut result,
-            )
+/// Look up a line of `/etc/passwd` or `/etc/group` (`name:password:id:...`): the name for
+/// an id, or the id for a name. The files are read directly (as a static binary's C library
+/// would), which keeps the payload free of the C library's name-service code.
+fn lookup_db(file: &str, id: Option<u32>, name: Option<&str>) -> Option<(String, u32)> {
+    let text = std::fs::read_to_string(file).ok()?;
+    text.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let entry_name = fields.next()?;
+        let entry_id: u32 = fields.nth(1)?.parse().ok()?;
+        let matches = match (id, name) {
+            (Some(id), _) => entry_id == id,
+            (None, Some(name)) => entry_name == name,
+            (None, None) => false,
         };
-        if rc == libc::ERANGE && buf.len() < 1 << 20 {
-            buf.resize(buf.len() * 4, 0);
-            continue;
-        }
-        if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
-            return None;
-        }
-        // SAFETY: getpwuid_r succeeded: pw_name points at a NUL-terminated string in `buf`.
-        let name = unsafe { CStr::from_ptr(pwd.pw_name) };
-        return Some(name.to_string_lossy().into_owned());
-    }
+        matches.then(|| (entry_name.to_owned(), entry_id))
+    })
 }
 
-/// The name of group `gid`, from the group database.
+/// The name of user `uid`.
+pub fn user_name(uid: u32) -> Option<String> {
+    lookup_db("/etc/passwd", Some(uid), None).map(|(n, _)| n)
+}
+
+/// The name of group `gid`.
 pub fn group_name(gid: u32) -> Option<String> {
-    let mut buf = vec![0u8; 1024];
-    loop {
-        // SAFETY: an all-zero `group` is a valid value for getgrgid_r to fill in.
-        let mut grp: libc::group = unsafe { std::mem::zeroed() };
-        let mut result: *mut libc::group = std::ptr::null_mut();
-        // SAFETY: every pointer is valid for the call and `buf` is as long as we say.
-        let rc = unsafe {
-            libc::getgrgid_r(
-                gid,
-                &mut grp,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        if rc == libc::ERANGE && buf.len() < 1 << 20 {
-            buf.resize(buf.len() * 4, 0);
-            continue;
-        }
-        if rc != 0 || result.is_null() || grp.gr_name.is_null() {
-            return None;
-        }
-        // SAFETY: getgrgid_r succeeded: gr_name points at a NUL-terminated string in `buf`.
-        let name = unsafe { CStr::from_ptr(grp.gr_name) };
-        return Some(name.to_string_lossy().into_owned());
-    }
+    lookup_db("/etc/group", Some(gid), None).map(|(n, _)| n)
 }
 
 /// The uid of user `name`.
 pub fn user_id(name: &str) -> Option<u32> {
-    let cname = std::ffi::CString::new(name).ok()?;
-    let mut buf = vec![0u8; 1024];
-    loop {
-        // SAFETY: an all-zero `passwd` is a valid value for getpwnam_r to fill in.
-        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-        let mut result: *mut libc::passwd = std::ptr::null_mut();
-        // SAFETY: every pointer is valid for the call and `buf` is as long as we say.
-        let rc = unsafe {
-            libc::getpwnam_r(
-                cname.as_ptr(),
-                &mut pwd,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        if rc == libc::ERANGE && buf.len() < 1 << 20 {
-            buf.resize(buf.len() * 4, 0);
-            continue;
-        }
-        return (rc == 0 && !result.is_null()).then_some(pwd.pw_uid);
-    }
+    lookup_db("/etc/passwd", None, Some(name)).map(|(_, id)| id)
 }
 
 /// The gid of group `name`.
 pub fn group_id(name: &str) -> Option<u32> {
-    let cname = std::ffi::CString::new(name).ok()?;
-    let mut buf = vec![0u8; 1024];
-    loop {
-        // SAFETY: an all-zero `group` is a valid value for getgrnam_r to fill in.
-        let mut grp: libc::group = unsafe { std::mem::zeroed() };
-        let mut result: *mut libc::group = std::ptr::null_mut();
-        // SAFETY: every pointer is valid for the call and `buf` is as long as we say.
-        let rc = unsafe {
-            libc::getgrnam_r(
-                cname.as_ptr(),
-                &mut grp,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        if rc == libc::ERANGE && buf.len() < 1 << 20 {
-            buf.resize(buf.len() * 4, 0);
-            continue;
-        }
-        return (rc == 0 && !result.is_null()).then_some(grp.gr_gid);
-    }
+    lookup_db("/etc/group", None, Some(name)).map(|(_, id)| id)
 }
 
 /// User and group names, looked up once each.

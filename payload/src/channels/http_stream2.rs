@@ -156,14 +156,14 @@ fn escape_host(name: &str) -> String {
     out
 }
 
-/// The request head, or the reference's complaint about the options.
+/// The request head up to `Content-Length` and the method, or the reference's complaint
+/// about the options (reported once the request is due, as the reference does).
 fn request_head(
     open: &Map<String, Value>,
     name: &str,
     host: &str,
     binary: bool,
-    body: Option<usize>,
-) -> Result<Vec<u8>, ChannelError> {
+) -> Result<(String, String), ChannelError> {
     let field = |key: &str| -> Result<&str, ChannelError> {
         match open.get(key) {
             Some(Value::String(s)) if is_simple_token(s) => Ok(s),
@@ -226,6 +226,11 @@ fn request_head(
     if !binary {
         head.push_str("Accept-Charset: UTF-8\r\n");
     }
+    Ok((head, method.to_owned()))
+}
+
+/// The complete request head: `Content-Length` when there is a body (or for POST).
+fn finish_head(mut head: String, method: &str, body: Option<usize>) -> Vec<u8> {
     let body = match body {
         None if method.eq_ignore_ascii_case("POST") => Some(0),
         other => other,
@@ -234,7 +239,7 @@ fn request_head(
         head.push_str(&format!("Content-Length: {len}\r\n"));
     }
     head.push_str("\r\n");
-    Ok(head.into_bytes())
+    head.into_bytes()
 }
 
 /// A parsed response head.
@@ -386,21 +391,22 @@ impl BodyOut {
 }
 
 pub async fn run(ch: &mut Channel) -> ChannelResult {
-    let open = ch.open.fields.clone();
+    let open = &ch.open.fields;
     if !matches!(open.get("connection"), None | Some(Value::String(_))) {
         return Err(protocol_error(
             "bad \"connection\" field in HTTP stream request",
         ));
     }
     let path_for_name = match open.get("path") {
-        None => "/".to_owned(),
-        Some(Value::String(s)) => s.clone(),
+        None => "/",
+        Some(Value::String(s)) => s.as_str(),
         Some(_) => return Err(protocol_error("bad \"path\" field in HTTP stream request")),
     };
-    let target = parse_target(&open)?;
+    let target = parse_target(open)?;
     let host = target.name();
     let name = format!("http://{host}{path_for_name}");
     let binary = ch.binary();
+    let request = request_head(open, &name, &host, binary);
 
     let conn = connect(&target)
         .await
@@ -433,12 +439,8 @@ pub async fn run(ch: &mut Channel) -> ChannelResult {
         }
     }
 
-    let head = request_head(&open, &name, &host, binary, body.as_ref().map(Vec::len))?;
-    let method = open
-        .get("method")
-        .and_then(Value::as_str)
-        .unwrap_or("GET")
-        .to_owned();
+    let (head, method) = request?;
+    let head = finish_head(head, &method, body.as_ref().map(Vec::len));
     let sent = async {
         write_half.write_all(&head).await?;
         if let Some(body) = &body {
@@ -481,11 +483,10 @@ pub async fn run(ch: &mut Channel) -> ChannelResult {
     }
     head.remove("Connection");
     head.remove("Transfer-Encoding");
-    let headers: Map<String, Value> = head
-        .headers
-        .iter()
-        .map(|(n, v)| (n.clone(), Value::String(v.clone())))
-        .collect();
+    let mut headers = Map::new();
+    for (n, v) in head.headers {
+        headers.insert(n, Value::String(v));
+    }
     let response = Message::new("response")
         .with("channel", ch.id.as_str())
         .with("status", head.status)
@@ -670,22 +671,25 @@ mod tests {
     #[test]
     fn request_head_adds_the_reference_headers() {
         let o = obj(json!({"method": "GET", "path": "/x?q=1", "headers": {"X-Test": "yes"}}));
-        let head = request_head(&o, "n", "localhost:80", false, None).unwrap();
+        let (head, method) = request_head(&o, "n", "localhost:80", false).unwrap();
+        let head = finish_head(head, &method, None);
         assert_eq!(
             String::from_utf8(head).unwrap(),
             "GET /x?q=1 HTTP/1.1\r\nX-Test: yes\r\nHost: localhost:80\r\n\
              Accept-Encoding: identity\r\nAccept-Charset: UTF-8\r\n\r\n"
         );
         let o = obj(json!({"method": "POST", "path": "/", "headers": {"Host": "h"}}));
-        let head =
-            String::from_utf8(request_head(&o, "n", "/run/a.sock", true, None).unwrap()).unwrap();
+        let full = |o: &Map<String, Value>, body| {
+            let (head, method) = request_head(o, "n", "/run/a.sock", true).unwrap();
+            String::from_utf8(finish_head(head, &method, body)).unwrap()
+        };
+        let head = full(&o, None);
         assert_eq!(
             head,
             "POST / HTTP/1.1\r\nHost: h\r\nAccept-Encoding: identity\r\nContent-Length: 0\r\n\r\n"
         );
         let o = obj(json!({"method": "PUT", "path": "/"}));
-        let head = String::from_utf8(request_head(&o, "n", "/run/a.sock", true, Some(5)).unwrap())
-            .unwrap();
+        let head = full(&o, Some(5));
         assert!(head.contains("Host: %2Frun%2Fa.sock\r\n"), "{head}");
         assert!(head.contains("Content-Length: 5\r\n"));
     }
@@ -693,7 +697,7 @@ mod tests {
     #[test]
     fn request_head_rejects_what_the_reference_rejects() {
         let msg = |v: Value, binary: bool| {
-            request_head(&obj(v), "http://h/", "h", binary, None)
+            request_head(&obj(v), "http://h/", "h", binary)
                 .unwrap_err()
                 .message
                 .unwrap()
@@ -728,8 +732,7 @@ mod tests {
             &obj(json!({"method": "GET", "path": "/", "headers": {"Accept-Encoding": "gzip"}})),
             "n",
             "h",
-            true,
-            None
+            true
         )
         .is_ok());
         assert_eq!(

@@ -26,10 +26,10 @@ fn info() -> Value {
     let init = crate::init_message();
     let mut info = Map::new();
     info.insert("version".into(), env!("CARGO_PKG_VERSION").into());
-    let channels: Map<String, Value> = PAYLOADS
-        .iter()
-        .map(|p| ((*p).to_owned(), Value::Array(Vec::new())))
-        .collect();
+    let mut channels = Map::new();
+    for payload in PAYLOADS {
+        channels.insert((*payload).to_owned(), Value::Array(Vec::new()));
+    }
     info.insert("channels".into(), Value::Object(channels));
     for key in ["capabilities", "os-release"] {
         if let Some(v) = init.get(key) {
