@@ -3,8 +3,9 @@
 # Invoked as: sh -c STAGE1 ferry NONCE ARCH=SHA256...
 # Every line it prints starts with "ferry-NONCE ", so login-script noise cannot pass for it:
 #   hello ARCH cached TOOLS DIR      a verified cached bridge runs next (no reply wanted)
-#   hello ARCH need TOOLS DIR        waiting for "send SIZE CODEC" and exactly SIZE bytes
-#   ok                               the received bridge verified and runs next
+#   hello ARCH need TOOLS            waiting for "send SIZE CODEC" and exactly SIZE bytes; the
+#                                    directory is chosen while they travel
+#   ok DIR                           the received bridge verified and runs next
 #   fail REASON DETAIL...            nothing was run
 # After "cached" or "ok", only the bridge's frames follow.
 #
@@ -58,6 +59,7 @@ fi
 rm -f "$f"
 fail tampered "$f"
 done
+say hello "$a" need "$t"
 d=
 tried=
 for c in "$@"; do
@@ -71,7 +73,6 @@ rm -f "$x"
 done
 [ -n "$d" ] || fail dir "$tried"
 f="$d/$h"
-say hello "$a" need "$t" "$d"
 read -r c s z || exit 1
 [ "$c" = send ] || exit 1
 g="$d/.$h.$n"
@@ -94,5 +95,5 @@ esac
 rm -f "$g.z"
 [ "$(sum "$g")" = "$h" ] || { rm -f "$g"; fail corrupt "$l/$s"; }
 chmod 700 "$g" && mv -f "$g" "$f" || fail dir "$d"
-say ok
+say ok "$d"
 exec "$f"

@@ -71,7 +71,7 @@ pub struct Booted {
     pub arch: String,
     /// A verified cached image was run; nothing was sent.
     pub cached: bool,
-    /// The directory the image lives in on the remote.
+    /// The directory the image lives in on the remote (as the loader reported it).
     pub dir: String,
     pub tools: Tools,
     /// Image bytes written to the remote (0 when cached).
@@ -126,6 +126,7 @@ where
     let words: Vec<&str> = said.splitn(5, ' ').collect();
     let (arch, state, tools, dir) = match words.as_slice() {
         ["hello", arch, state, tools, dir] => (*arch, *state, Tools::parse(tools), *dir),
+        ["hello", arch, state, tools] => (*arch, *state, Tools::parse(tools), ""),
         ["fail", ..] => return Err(failure(&said)),
         _ => return Err(Stage1Error::Protocol(said)),
     };
@@ -155,27 +156,42 @@ where
         bytes = total,
         "sending bridge image"
     );
-    writer
-        .write_all(format!("send {total} {}\n", codec.name()).as_bytes())
-        .await?;
-    let mut sent = 0u64;
-    for chunk in image.chunks(CHUNK) {
-        writer.write_all(chunk).await?;
-        sent += chunk.len() as u64;
-        progress(sent, total);
+    let written = async {
+        writer
+            .write_all(format!("send {total} {}\n", codec.name()).as_bytes())
+            .await?;
+        let mut sent = 0u64;
+        for chunk in image.chunks(CHUNK) {
+            writer.write_all(chunk).await?;
+            sent += chunk.len() as u64;
+            progress(sent, total);
+        }
+        writer.flush().await
     }
-    writer.flush().await?;
+    .await;
+    if let Err(err) = written {
+        // The loader picks its directory while the image travels, and may have given up: its
+        // reason is the one to report, not the broken pipe.
+        let mut late_noise = Vec::new();
+        return match next_said(reader, &marker, &mut late_noise).await {
+            Ok(said) if said.starts_with("fail ") => Err(failure(&said)),
+            _ => Err(err.into()),
+        };
+    }
     booted.payload_bytes = total;
     booted.codec = Some(codec);
 
     // Lockstep: nothing more is written until the loader has answered.
     let mut late_noise = Vec::new();
     let said = next_said(reader, &marker, &mut late_noise).await?;
-    match said.as_str() {
-        "ok" => Ok(booted),
-        s if s.starts_with("fail ") => Err(failure(s)),
-        _ => Err(Stage1Error::Protocol(said)),
+    if let Some(dir) = said.strip_prefix("ok ") {
+        booted.dir = dir.to_owned();
+        return Ok(booted);
     }
+    if said.starts_with("fail ") {
+        return Err(failure(&said));
+    }
+    Err(Stage1Error::Protocol(said))
 }
 
 fn failure(said: &str) -> Stage1Error {
