@@ -347,3 +347,28 @@ fn no_orphans_when_the_bridge_is_terminated_by_a_signal() {
         }
     }
 }
+
+#[test]
+fn text_output_that_is_not_utf8_is_a_protocol_error() {
+    // Valid text first, then a byte that can never start a character.
+    let (close, data) = run(json!({"payload": "stream",
+                                   "spawn": ["printf", "ok \\303\\251 \\377 tail"]}));
+    assert_eq!(close["problem"], "protocol-error", "{close}");
+    assert!(!data.contains(&0xff), "the invalid byte was passed on");
+    // The same bytes on a binary channel pass unchanged.
+    let (close, data) = run(json!({"payload": "stream", "binary": "raw",
+                                   "spawn": ["printf", "ok \\303\\251 \\377 tail"]}));
+    assert_eq!(close["exit-status"], 0, "{close}");
+    assert_eq!(data, b"ok \xc3\xa9 \xff tail");
+}
+
+#[test]
+fn text_input_that_is_not_utf8_is_a_protocol_error() {
+    let mut b = Bridge::start();
+    b.open("e", json!({"payload": "echo"}));
+    b.data("e", "fine: \u{e9}".as_bytes());
+    b.data("e", b"bad: \xff\xfe");
+    let (close, data) = b.until_close("e");
+    assert_eq!(close["problem"], "protocol-error", "{close}");
+    assert_eq!(data, "fine: \u{e9}".as_bytes());
+}
