@@ -1,9 +1,11 @@
 //! `cargo xtask fuzz [--seconds N] [TARGET...]`: run the fuzz targets in `fuzz/` for a bounded
 //! time each (default 30 s), failing on the first crash.
 //!
-//! cargo-fuzz is installed when missing (`cargo install cargo-fuzz --locked`). It passes
-//! unstable `-Z` flags to rustc (sanitizers, coverage instrumentation); on a stable toolchain
-//! `RUSTC_BOOTSTRAP=1` lets rustc accept them. Each target starts from its seeds in
+//! The targets are cargo-fuzz targets (`cargo fuzz run TARGET` works too), but this task builds
+//! them itself with the same coverage instrumentation, so nothing needs installing: libFuzzer
+//! comes with `libfuzzer-sys`. The instrumentation needs unstable rustc options; on a stable
+//! toolchain `RUSTC_BOOTSTRAP=1` lets rustc accept them. `--sanitizer address` adds
+//! AddressSanitizer (slower to build; the default is none). Each target starts from its seeds in
 //! `fuzz/corpus/TARGET/` (kept in the repository) and writes what it finds to a corpus under the
 //! target directory, so the work tree stays clean. A crashing input is saved under
 //! `fuzz/artifacts/TARGET/`.
@@ -22,10 +24,18 @@ const DEFAULT_SECONDS: u64 = 30;
 
 pub fn run(args: &[String]) -> Result<()> {
     let mut seconds = DEFAULT_SECONDS;
+    let mut sanitizer = false;
     let mut targets = Vec::new();
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
+            "--sanitizer" => {
+                sanitizer = match args.next().map(String::as_str) {
+                    Some("address") => true,
+                    Some("none") => false,
+                    other => bail!("--sanitizer takes address or none, not {other:?}"),
+                };
+            }
             "--seconds" => {
                 let n = args.next().context("--seconds needs a number")?;
                 seconds = n
@@ -43,21 +53,25 @@ pub fn run(args: &[String]) -> Result<()> {
     if targets.is_empty() {
         targets = TARGETS.to_vec();
     }
-    ensure_cargo_fuzz()?;
-
     let target_dir = target_dir();
+    eprintln!("xtask: building the fuzz targets");
+    run_command(&mut build_command(&targets, sanitizer))?;
+    let bin_dir = target_dir.join(HOST).join("release");
     for target in targets {
         let seeds = workspace_root().join("fuzz/corpus").join(target);
         let corpus = target_dir.join("fuzz-corpus").join(target);
         std::fs::create_dir_all(&corpus)
             .with_context(|| format!("cannot create {}", corpus.display()))?;
         eprintln!("xtask: fuzzing {target} for {seconds} s");
-        let mut command = fuzz_command();
+        let artifacts = workspace_root().join("fuzz/artifacts").join(target);
+        std::fs::create_dir_all(&artifacts)
+            .with_context(|| format!("cannot create {}", artifacts.display()))?;
+        let mut command = Command::new(bin_dir.join(target));
         command
-            .args(["run", target])
+            // New inputs go to the first directory; the seeds in the repository are only read.
             .arg(&corpus)
             .arg(&seeds)
-            .arg("--")
+            .arg(format!("-artifact_prefix={}/", artifacts.display()))
             .arg(format!("-max_total_time={seconds}"))
             // One input taking this long is a hang, and a failure.
             .arg("-timeout=20")
@@ -70,13 +84,36 @@ pub fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// `cargo fuzz ...` as this workspace runs it: on the stable toolchain, with its own target dir.
-fn fuzz_command() -> Command {
+/// The host triple: naming it makes the instrumentation flags apply to the targets only, not to
+/// build scripts and proc macros.
+const HOST: &str = "x86_64-unknown-linux-gnu";
+
+/// `cargo build` of the fuzz targets with the instrumentation cargo-fuzz uses.
+fn build_command(targets: &[&str], sanitizer: bool) -> Command {
+    let mut flags = vec![
+        "-Cpasses=sancov-module",
+        "-Cllvm-args=-sanitizer-coverage-level=4",
+        "-Cllvm-args=-sanitizer-coverage-inline-8bit-counters",
+        "-Cllvm-args=-sanitizer-coverage-pc-table",
+        "-Cllvm-args=-sanitizer-coverage-trace-compares",
+        "--cfg=fuzzing",
+        "-Cdebug-assertions",
+        "-Coverflow-checks",
+    ];
+    if sanitizer {
+        flags.push("-Zsanitizer=address");
+    }
     let mut command = cargo();
     command
-        .arg("fuzz")
+        .current_dir(workspace_root().join("fuzz"))
+        .args(["build", "--release", "--target", HOST])
         .env("RUSTC_BOOTSTRAP", "1")
-        .env("CARGO_TARGET_DIR", target_dir());
+        .env("CARGO_TARGET_DIR", target_dir())
+        .env("CARGO_ENCODED_RUSTFLAGS", flags.join("\x1f"))
+        .env_remove("RUSTFLAGS");
+    for target in targets {
+        command.args(["--bin", target]);
+    }
     command
 }
 
@@ -91,16 +128,4 @@ fn target_dir() -> PathBuf {
             }
         })
         .unwrap_or_else(|| workspace_root().join("target"))
-}
-
-fn ensure_cargo_fuzz() -> Result<()> {
-    let works = cargo()
-        .args(["fuzz", "--version"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if works {
-        return Ok(());
-    }
-    eprintln!("xtask: installing cargo-fuzz");
-    run_command(cargo().args(["install", "cargo-fuzz", "--locked"]))
 }

@@ -94,7 +94,12 @@ pub fn run() -> Result<()> {
         Ok(None)
     });
 
-    // Further checks go here, before the test suite (e.g. `fuzz`: a short run of each target).
+    step(&mut steps, "fuzz (30 s a target)", || {
+        crate::fuzz::run(&[])?;
+        Ok(None)
+    });
+
+    // Further checks go here, before the test suite.
 
     step(&mut steps, "cargo test", || {
         // `CI` is inherited as it is: the tests fail, rather than skip, on a missing component.
