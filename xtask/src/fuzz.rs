@@ -77,9 +77,32 @@ pub fn run(args: &[String]) -> Result<()> {
             .arg("-timeout=20")
             .arg("-rss_limit_mb=4096")
             .arg("-print_final_stats=1");
-        run_command(&mut command).with_context(|| {
-            format!("fuzz target {target} failed (the crashing input is under fuzz/artifacts/{target}/)")
-        })?;
+        // libFuzzer reports every new input: keep that in a log, and show its verdict.
+        let log_path = target_dir.join("fuzz-logs").join(format!("{target}.log"));
+        if let Some(dir) = log_path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("cannot write {}", log_path.display()))?;
+        command.stdout(log.try_clone()?).stderr(log);
+        let status = command
+            .status()
+            .with_context(|| format!("cannot run the fuzz target {target}"))?;
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        if !status.success() {
+            for line in &lines[lines.len().saturating_sub(40)..] {
+                eprintln!("  {line}");
+            }
+            bail!(
+                "fuzz target {target} failed ({status}); the crashing input is under \
+                 fuzz/artifacts/{target}/, the whole log in {}",
+                log_path.display()
+            );
+        }
+        for line in lines.iter().filter(|l| l.starts_with("Done ") || l.starts_with("stat::")) {
+            eprintln!("  {line}");
+        }
     }
     Ok(())
 }
