@@ -12,7 +12,7 @@
 # This file is minified into one line (see stage1/src/script.rs): every command ends its line,
 # lines ending in "then", "do", "else", "in", "{", "&&", "||", "|" or ";;" continue a command.
 # No single quotes, backslashes or exclamation marks: login shells disagree about them.
-# shellcheck disable=SC2015 # "a && b || c" is meant: any failure takes the other way.
+# shellcheck disable=SC2015,SC2174 # "a && b || c" is meant; umask 077 covers the parents of mkdir -p -m.
 umask 077
 n=$1
 shift
@@ -36,11 +36,13 @@ for x in zstd gzip sha256sum shasum openssl; do
 command -v "$x" >/dev/null 2>&1 && t="$t$x,"
 done
 sum() {
+v=
 case $t in
-*sha256sum,*) sha256sum "$1" ;;
-*shasum,*) shasum -a 256 "$1" ;;
-*openssl,*) openssl dgst -sha256 -r "$1" ;;
-esac | cut -d " " -f 1
+*sha256sum,*) v=$(sha256sum "$1") ;;
+*shasum,*) v=$(shasum -a 256 "$1") ;;
+*openssl,*) v=$(openssl dgst -sha256 -r "$1") ;;
+esac
+v=${v%% *}
 }
 case $t in
 *sha256sum,*|*shasum,*|*openssl,*) ;;
@@ -52,7 +54,8 @@ set -- "${XDG_CACHE_HOME:-${HOME:-/nonexistent}/.cache}/ferry" "$r" "/dev/shm/fe
 for c in "$@"; do
 f="$c/$h"
 [ -n "$c" ] && [ -f "$f" ] || continue
-if [ "$(sum "$f")" = "$h" ]; then
+sum "$f"
+if [ "$v" = "$h" ]; then
 say hello "$a" cached "$t" "$c"
 exec "$f"
 fi
@@ -65,7 +68,11 @@ tried=
 for c in "$@"; do
 [ -n "$c" ] || continue
 tried="$tried $c"
-mkdir -p "$c" 2>/dev/null && [ -O "$c" ] && chmod 700 "$c" 2>/dev/null || continue
+if [ -d "$c" ]; then
+[ -O "$c" ] && chmod 700 "$c" 2>/dev/null || continue
+else
+mkdir -p -m 700 "$c" 2>/dev/null || continue
+fi
 x="$c/.probe-$n"
 : > "$x" 2>/dev/null && chmod 700 "$x" && "$x" 2>/dev/null && d=$c
 rm -f "$x"
@@ -76,24 +83,28 @@ f="$d/$h"
 read -r c s z || exit 1
 [ "$c" = send ] || exit 1
 g="$d/.$h.$n"
-: > "$g.z"
+case $z in
+zstd) i="$g.zst" ;;
+gzip) i="$g.gz" ;;
+*) i=$g ;;
+esac
+: > "$i"
 l=0
 o=iflag=fullblock
 while [ "$l" -lt "$s" ]; do
 e=$o
-dd bs=$((s - l)) count=1 ${o:+"$o"} 2>/dev/null >> "$g.z" || o=
-k=$(wc -c < "$g.z")
+dd bs=$((s - l)) count=1 ${o:+"$o"} 2>/dev/null >> "$i" || o=
+k=$(wc -c < "$i")
 [ "$k" -gt "$l" ] || [ "$e" = "$o" ] || continue
 [ "$k" -gt "$l" ] || break
 l=$((k + 0))
 done
 case $z in
-zstd) zstd -dcq < "$g.z" > "$g" 2>/dev/null ;;
-gzip) gzip -dc < "$g.z" > "$g" 2>/dev/null ;;
-*) mv -f "$g.z" "$g" ;;
+zstd) zstd -dq --rm "$i" 2>/dev/null ;;
+gzip) gzip -d "$i" 2>/dev/null ;;
 esac
-rm -f "$g.z"
-[ "$(sum "$g")" = "$h" ] || { rm -f "$g"; fail corrupt "$l/$s"; }
+sum "$g"
+[ "$v" = "$h" ] || { rm -f "$g" "$i"; fail corrupt "$l/$s"; }
 chmod 700 "$g" && mv -f "$g" "$f" || fail dir "$d"
 say ok "$d"
 exec "$f"

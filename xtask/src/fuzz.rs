@@ -100,7 +100,10 @@ pub fn run(args: &[String]) -> Result<()> {
                 log_path.display()
             );
         }
-        for line in lines.iter().filter(|l| l.starts_with("Done ") || l.starts_with("stat::")) {
+        for line in lines
+            .iter()
+            .filter(|l| l.starts_with("Done ") || l.starts_with("stat::"))
+        {
             eprintln!("  {line}");
         }
     }
