@@ -7,14 +7,17 @@
 //! - `stream` throughput: `head -c SIZE /dev/zero` in a `"binary": "raw"` channel with flow
 //!   control (every `ping` answered with a `pong`), and the bridge's peak resident memory during
 //!   the transfer;
-//! - `fsread1` throughput: a SIZE-byte temporary (sparse) file, likewise;
+//! - `fsread1` throughput: a SIZE-byte temporary (sparse) file, read once beforehand so that
+//!   every bridge finds it in the page cache, likewise;
 //! - resident memory when idle (after the init exchange) and at its peak (VmRSS sampled during
 //!   the transfers, and VmHWM).
 //!
 //! Options: `--size BYTES` (suffixes K, M, G; default 1G), `--ferry PATH` (else `FERRY_BRIDGE`,
 //! else the host's payload unpacked from `$FERRY_BIN`, which `cargo xtask bench` sets),
 //! `--reference PATH` (default /usr/bin/cockpit-bridge; measured only if present),
-//! `--round-trips N` (default 2000), `--starts N` (default 20).
+//! `--round-trips N` (default 2000), `--starts N` (default 20), `--runs N` (default 3: the
+//! bridges are measured in turn N times, and the table shows medians of the times and the
+//! highest memory seen).
 //!
 //! The table marks each target as met or not; missing a target is not a failure.
 
@@ -40,6 +43,7 @@ struct Options {
     reference: PathBuf,
     round_trips: usize,
     starts: usize,
+    runs: usize,
 }
 
 fn parse_size(text: &str) -> Result<u64> {
@@ -69,6 +73,7 @@ fn parse_options(args: &[String]) -> Result<Options> {
         reference: PathBuf::from(REFERENCE),
         round_trips: 2000,
         starts: 20,
+        runs: 3,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -83,14 +88,15 @@ fn parse_options(args: &[String]) -> Result<Options> {
             "--reference" => o.reference = PathBuf::from(value("--reference")?),
             "--round-trips" => o.round_trips = value("--round-trips")?.parse()?,
             "--starts" => o.starts = value("--starts")?.parse()?,
+            "--runs" => o.runs = value("--runs")?.parse()?,
             other => bail!(
                 "usage: ferry-bench bridge [--size BYTES] [--ferry PATH] [--reference PATH] \
-                 [--round-trips N] [--starts N]; unknown argument {other:?}"
+                 [--round-trips N] [--starts N] [--runs N]; unknown argument {other:?}"
             ),
         }
     }
-    if o.size == 0 || o.round_trips == 0 || o.starts == 0 {
-        bail!("--size, --round-trips and --starts must be positive");
+    if o.size == 0 || o.round_trips == 0 || o.starts == 0 || o.runs == 0 {
+        bail!("--size, --round-trips, --starts and --runs must be positive");
     }
     Ok(o)
 }
@@ -131,22 +137,41 @@ pub fn run(args: &[String]) -> Result<()> {
     std::fs::File::create(&file)
         .and_then(|f| f.set_len(o.size))
         .context("cannot create the file for fsread1")?;
+    // Read it once: the page cache then holds it for every bridge alike (otherwise the
+    // first bridge measured pays for filling it and the others do not).
+    std::io::copy(
+        &mut std::fs::File::open(&file).context("cannot read the file for fsread1")?,
+        &mut std::io::sink(),
+    )
+    .context("cannot read the file for fsread1")?;
 
-    let mut results = Vec::new();
-    eprintln!("measuring ferry's bridge ({})", ferry.display());
-    results.push(("ferry-bridge".to_owned(), measure(&ferry, &o, &file)?));
+    let mut bridges = vec![("ferry-bridge".to_owned(), ferry)];
     if o.reference.exists() {
-        eprintln!("measuring {}", o.reference.display());
-        results.push((
-            "cockpit-bridge".to_owned(),
-            measure(&o.reference, &o, &file)?,
-        ));
+        bridges.push(("cockpit-bridge".to_owned(), o.reference.clone()));
     } else {
         eprintln!(
             "{} is not installed: measuring ferry's bridge alone (`cargo xtask setup` installs it)",
             o.reference.display()
         );
     }
+    // Every run measures each bridge in turn, so that whatever else the machine does at the
+    // time weighs on both alike; the table shows the median of the runs.
+    let mut runs: Vec<Vec<Measures>> = bridges.iter().map(|_| Vec::new()).collect();
+    for run in 1..=o.runs {
+        for ((name, path), measured) in bridges.iter().zip(&mut runs) {
+            eprintln!(
+                "run {run}/{}: measuring {name} ({})",
+                o.runs,
+                path.display()
+            );
+            measured.push(measure(path, &o, &file)?);
+        }
+    }
+    let results: Vec<(String, Measures)> = bridges
+        .into_iter()
+        .zip(runs)
+        .map(|((name, _), measured)| (name, Measures::median(measured)))
+        .collect();
     print_table(&results, o.size);
     Ok(())
 }
@@ -185,6 +210,27 @@ struct Measures {
     peak_rss: u64,
     peak_stream: u64,
     peak_fsread: u64,
+}
+
+impl Measures {
+    /// Times: the median of the runs; memory: the highest any run saw.
+    fn median(runs: Vec<Measures>) -> Measures {
+        let time = |f: fn(&Measures) -> Duration| {
+            let mut v: Vec<Duration> = runs.iter().map(f).collect();
+            median(&mut v)
+        };
+        let most = |f: fn(&Measures) -> u64| runs.iter().map(f).max().unwrap_or(0);
+        Measures {
+            start: time(|m| m.start),
+            echo: time(|m| m.echo),
+            stream: time(|m| m.stream),
+            fsread: time(|m| m.fsread),
+            idle_rss: most(|m| m.idle_rss),
+            peak_rss: most(|m| m.peak_rss),
+            peak_stream: most(|m| m.peak_stream),
+            peak_fsread: most(|m| m.peak_fsread),
+        }
+    }
 }
 
 fn measure(bridge: &Path, o: &Options, file: &Path) -> Result<Measures> {
