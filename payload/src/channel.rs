@@ -13,15 +13,21 @@
 //!   consumed, and sends `ack` for each data frame when the peer asked for `send-acks`.
 
 use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use ferry_protocol::control::{self, Message};
 use ferry_protocol::{problem, Frame};
 use serde_json::{Map, Value};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::flow::SendWindow;
+use crate::output::{Out, Splice};
 use crate::utf8::Utf8Check;
+
+/// After queueing a data frame at least this large, a channel lets the writer run.
+const YIELD_AFTER: usize = 16 * 1024;
 
 /// What the peer sends to an open channel.
 #[derive(Debug)]
@@ -93,7 +99,9 @@ pub struct Channel {
     /// The `open` message, with every option the peer gave.
     pub open: Message,
     inbound: mpsc::UnboundedReceiver<Inbound>,
-    out: mpsc::Sender<Frame>,
+    out: mpsc::Sender<Out>,
+    /// The output is a pipe that may take data spliced from other pipes.
+    pub(crate) splice_out: bool,
     /// Present with `"flow-control": true`.
     window: Option<SendWindow>,
     /// The highest `sequence` the peer answered with `pong`, written by the router.
@@ -107,6 +115,79 @@ pub struct Channel {
     owed: VecDeque<Frame>,
     /// Set when the channel broke a rule (invalid UTF-8): overrides its result.
     failed: Option<ChannelError>,
+    /// The id as a JSON string, once a ping needed it.
+    quoted_id: Option<String>,
+}
+
+/// Decimal digits of `n`, without allocating.
+fn itoa(mut n: u64) -> Digits {
+    let mut d = Digits([0; 20], 20);
+    loop {
+        d.1 -= 1;
+        d.0[d.1] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return d;
+        }
+    }
+}
+
+struct Digits([u8; 20], usize);
+
+impl Digits {
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0[self.1..]).unwrap_or("0")
+    }
+}
+
+/// A read buffer whose reads come out as `Bytes` without a copy, and whose memory is used
+/// again once those have been written out (a channel lets the writer run after each large
+/// frame, so that is usually before the next read).
+///
+/// Two allocations take turns: a read goes into whichever has room or is no longer referenced
+/// by a frame waiting for output; only when neither is free is one replaced by a fresh one
+/// (the old one is freed with its last frame). At most two reads' worth stays allocated.
+#[derive(Default)]
+pub struct ReadBuffer {
+    bufs: [BytesMut; 2],
+    current: usize,
+}
+
+impl ReadBuffer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty buffer with room for at least `want` bytes; read into it, then `split()` it
+    /// and `freeze()` what was read.
+    pub fn prepare(&mut self, want: usize) -> &mut BytesMut {
+        for _ in 0..2 {
+            let buf = &mut self.bufs[self.current];
+            buf.clear();
+            if buf.capacity() >= want || buf.try_reclaim(want) {
+                return &mut self.bufs[self.current];
+            }
+            self.current ^= 1;
+        }
+        let buf = &mut self.bufs[self.current];
+        *buf = BytesMut::with_capacity(want.max(ALLOC_MIN));
+        buf
+    }
+}
+
+/// The smallest allocation of a [`ReadBuffer`].
+const ALLOC_MIN: usize = 16 * 1024;
+
+/// `{"command":"ping","channel":ID,"sequence":N}` with `ID` already a JSON string: formatted
+/// directly, as one goes out for every 16 KiB of a busy channel.
+fn ping_frame(quoted_id: &str, sequence: u64) -> Frame {
+    let mut text = String::with_capacity(48 + quoted_id.len());
+    text.push_str("{\"command\":\"ping\",\"channel\":");
+    text.push_str(quoted_id);
+    text.push_str(",\"sequence\":");
+    text.push_str(itoa(sequence).as_str());
+    text.push('}');
+    Frame::new("", text)
 }
 
 impl Channel {
@@ -114,7 +195,7 @@ impl Channel {
         id: String,
         open: Message,
         inbound: mpsc::UnboundedReceiver<Inbound>,
-        out: mpsc::Sender<Frame>,
+        out: mpsc::Sender<Out>,
         pongs: watch::Receiver<u64>,
     ) -> Self {
         let window = (open.bool("flow-control") == Some(true)).then(SendWindow::new);
@@ -125,6 +206,7 @@ impl Channel {
             open,
             inbound,
             out,
+            splice_out: false,
             window,
             pongs,
             text,
@@ -132,6 +214,7 @@ impl Channel {
             unacked: None,
             owed: VecDeque::new(),
             failed: None,
+            quoted_id: None,
         }
     }
 
@@ -175,23 +258,75 @@ impl Channel {
         let len = data.len();
         if self
             .out
-            .send(Frame::new(self.id.clone(), data))
+            .send(Frame::new(self.id.clone(), data).into())
             .await
             .is_err()
         {
             return false;
         }
-        let Some(window) = &mut self.window else {
+        if len >= YIELD_AFTER {
+            // Let the writer take it now: it goes out while it is still in the cache, and
+            // the buffer it was read into is free again for the next read.
+            tokio::task::yield_now().await;
+        }
+        self.count_sent(len).await
+    }
+
+    /// Send `len` bytes that wait in the pipe `from` as one data frame: the writer moves them
+    /// into the output with `splice(2)`, without copying them through memory. Returns once
+    /// they went out, like [`send_data`](Self::send_data) otherwise.
+    ///
+    /// Only where [`can_splice`](Self::can_splice) holds, and nothing else may read `from`
+    /// meanwhile.
+    pub(crate) async fn send_spliced(&mut self, from: &Arc<OwnedFd>, len: usize) -> bool {
+        if self.failed.is_some() || len == 0 {
+            return self.failed.is_none();
+        }
+        let (done, moved) = oneshot::channel();
+        let splice = Splice {
+            channel: self.id.clone(),
+            from: from.clone(),
+            len,
+            done,
+        };
+        if self.out.send(Out::Splice(splice)).await.is_err() {
+            return false;
+        }
+        match moved.await {
+            Ok(true) => {}
+            Ok(false) => {
+                self.fail(
+                    ChannelError::new(problem::INTERNAL_ERROR)
+                        .message("output was lost on its way to the transport"),
+                );
+                return false;
+            }
+            Err(_) => return false,
+        }
+        self.count_sent(len).await
+    }
+
+    /// Data can go out with [`send_spliced`](Self::send_spliced): the output is a pipe, and
+    /// the channel is binary (nothing to check on the way).
+    pub(crate) fn can_splice(&self) -> bool {
+        self.splice_out && self.text.is_none()
+    }
+
+    /// Flow control for `len` bytes just sent: a `ping` on each 16 KiB boundary, and a wait
+    /// while the window is closed. `false` once the output is gone.
+    async fn count_sent(&mut self, len: usize) -> bool {
+        let Some(sequence) = self.window.as_mut().map(|w| w.sent(len)) else {
             return true;
         };
-        if let Some(sequence) = window.sent(len) {
-            let ping = Message::new("ping")
-                .with("channel", self.id.as_str())
-                .with("sequence", sequence);
-            if self.out.send(ping.into_frame()).await.is_err() {
+        if let Some(sequence) = sequence {
+            let ping = self.ping(sequence);
+            if self.out.send(ping.into()).await.is_err() {
                 return false;
             }
         }
+        let Some(window) = &mut self.window else {
+            return true;
+        };
         while !window.is_open() {
             window.pong(*self.pongs.borrow_and_update());
             if window.is_open() {
@@ -204,6 +339,32 @@ impl Channel {
         true
     }
 
+    /// The flow-control `ping` for `sequence`.
+    fn ping(&mut self, sequence: u64) -> Frame {
+        let id = self
+            .quoted_id
+            .get_or_insert_with(|| Value::from(self.id.as_str()).to_string());
+        ping_frame(id, sequence)
+    }
+
+    /// How many bytes may be sent before flow control makes [`send_data`](Self::send_data)
+    /// wait (`usize::MAX` without flow control). Readers size their reads with it, so that a
+    /// channel stops right at its window instead of one read past it.
+    pub fn window_room(&mut self) -> usize {
+        match &mut self.window {
+            Some(window) => {
+                window.pong(*self.pongs.borrow());
+                window.room().try_into().unwrap_or(usize::MAX)
+            }
+            None => usize::MAX,
+        }
+    }
+
+    /// Flow control is on.
+    pub fn flow_controlled(&self) -> bool {
+        self.window.is_some()
+    }
+
     /// Send one JSON value as a data frame (for message-based payloads).
     pub async fn send_json(&mut self, value: &Value) -> bool {
         match serde_json::to_vec(value) {
@@ -214,7 +375,7 @@ impl Channel {
 
     /// Send a channel-level control message (must already carry `channel`).
     pub async fn send_control(&mut self, message: Message) {
-        let _ = self.out.send(message.into_frame()).await;
+        let _ = self.out.send(message.into_frame().into()).await;
     }
 
     /// Tell the peer this side sends no more data.
@@ -266,7 +427,7 @@ impl Channel {
                 return false;
             };
             if let Some(frame) = self.owed.pop_front() {
-                permit.send(frame);
+                permit.send(frame.into());
             }
         }
         true
@@ -322,4 +483,52 @@ pub(crate) fn close_message(id: &str, result: ChannelResult) -> Message {
         }
     }
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pings_are_the_json_they_say() {
+        for id in ["a", "4:7", "quote\"back\\slash", "ünï\u{1}"] {
+            for sequence in [0, 16384, u64::MAX] {
+                let quoted = Value::from(id).to_string();
+                let frame = ping_frame(&quoted, sequence);
+                assert!(frame.is_control());
+                let v: Value = serde_json::from_slice(&frame.payload).unwrap();
+                assert_eq!(
+                    v,
+                    serde_json::json!({"command": "ping", "channel": id, "sequence": sequence})
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn read_buffers_are_used_again_once_their_frames_are_gone() {
+        let mut rb = ReadBuffer::new();
+        let buf = rb.prepare(64 * 1024);
+        let first = buf.as_ptr();
+        buf.extend_from_slice(&[1; 64 * 1024]);
+        let frame = buf.split().freeze();
+        // Still referenced: the next read goes elsewhere.
+        let buf = rb.prepare(64 * 1024);
+        let second = buf.as_ptr();
+        assert_ne!(second, first);
+        buf.extend_from_slice(&[2; 1000]);
+        let other = buf.split().freeze();
+        assert_eq!(&frame[..], &[1; 64 * 1024][..]);
+        drop(frame);
+        drop(other);
+        // Both free again: no new allocation.
+        for _ in 0..4 {
+            let buf = rb.prepare(64 * 1024);
+            assert!(buf.is_empty() && buf.capacity() >= 64 * 1024);
+            let p = buf.as_ptr();
+            assert!(p == first || p == second);
+            buf.extend_from_slice(&[3; 10]);
+            drop(buf.split().freeze());
+        }
+    }
 }

@@ -36,6 +36,24 @@ pub(crate) fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<libc::c_int> {
     }
 }
 
+/// At most this many buffers go into one `writev` (the kernel's `IOV_MAX` is 1024).
+pub(crate) const MAX_IOV: usize = 1024;
+
+/// The size busy pipes are given: the default `/proc/sys/fs/pipe-max-size`, the most an
+/// unprivileged process may ask for.
+pub(crate) const PIPE_SIZE: libc::c_int = 1024 * 1024;
+
+/// Enlarge a pipe to [`PIPE_SIZE`] (best effort: not a pipe, or over the user's limit, and it
+/// stays as it is).
+pub(crate) fn grow_pipe(fd: RawFd) {
+    // SAFETY: fcntl on a descriptor the caller owns; no memory effects.
+    unsafe {
+        if libc::fcntl(fd, libc::F_GETPIPE_SZ) < PIPE_SIZE {
+            libc::fcntl(fd, libc::F_SETPIPE_SZ, PIPE_SIZE);
+        }
+    }
+}
+
 struct Inner {
     fd: AsyncFd<OwnedFd>,
     /// `O_NONBLOCK` was set by us on a description others may share: clear it when done.
@@ -56,6 +74,41 @@ pub struct Fd {
     inner: Arc<Inner>,
     /// Reading `EIO` means the end (a pty master whose slave is closed everywhere).
     eio_is_eof: bool,
+    /// It is a pipe.
+    fifo: bool,
+}
+
+/// Where the bridge writes its frames.
+pub trait Transport: AsyncWrite + Unpin + Send + 'static {
+    /// This output as a pipe of the bridge's own, if it is one: data waiting in another pipe
+    /// can then move into it with `splice(2)`, without passing through the bridge's memory.
+    fn pipe(&self) -> Option<Fd> {
+        None
+    }
+}
+
+impl Transport for Fd {
+    fn pipe(&self) -> Option<Fd> {
+        self.fifo.then(|| self.clone())
+    }
+}
+
+impl Transport for Box<dyn Transport> {
+    fn pipe(&self) -> Option<Fd> {
+        (**self).pipe()
+    }
+}
+
+impl Transport for tokio::io::Stdout {}
+impl Transport for tokio::io::Sink {}
+impl Transport for tokio::io::DuplexStream {}
+
+/// Bytes waiting to be read from a pipe.
+pub(crate) fn pending_bytes(fd: RawFd) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    cvt(unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) })?;
+    Ok(usize::try_from(n).unwrap_or(0))
 }
 
 impl Fd {
@@ -73,6 +126,7 @@ impl Fd {
                 restore_blocking,
             }),
             eio_is_eof,
+            fifo: false,
         })
     }
 
@@ -100,7 +154,10 @@ impl Fd {
         let was = set_nonblocking(dup, true).ok()?;
         let restore = was & libc::O_NONBLOCK == 0;
         match Self::register(owned, false, restore) {
-            Ok(fd) => Some(fd),
+            Ok(fd) => Some(Fd {
+                fifo: kind == libc::S_IFIFO,
+                ..fd
+            }),
             Err(_) => {
                 if restore {
                     let _ = set_nonblocking(fd, false);
@@ -113,6 +170,45 @@ impl Fd {
     pub fn raw(&self) -> RawFd {
         self.inner.fd.get_ref().as_raw_fd()
     }
+
+    /// Move `len` bytes waiting in the pipe `from` into this pipe with `splice(2)`, waiting
+    /// for room as needed. Returns how many moved: fewer than `len` only if `from` ran dry.
+    pub(crate) async fn splice_from(&self, from: RawFd, len: usize) -> io::Result<usize> {
+        let mut moved = 0;
+        while moved < len {
+            let mut guard = self.inner.fd.writable().await?;
+            let result = guard.try_io(|fd| {
+                // SAFETY: no memory is passed; both descriptors are open.
+                let n = unsafe {
+                    libc::splice(
+                        from,
+                        std::ptr::null_mut(),
+                        fd.get_ref().as_raw_fd(),
+                        std::ptr::null_mut(),
+                        len - moved,
+                        libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+                    )
+                };
+                if n >= 0 {
+                    return Ok(n as usize);
+                }
+                let e = io::Error::last_os_error();
+                // EAGAIN from an empty source is not about our side being full.
+                if e.kind() == io::ErrorKind::WouldBlock && pending_bytes(from)? == 0 {
+                    return Ok(0);
+                }
+                Err(e)
+            });
+            match result {
+                Ok(Ok(0)) => break,
+                Ok(Ok(n)) => moved += n,
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => {}
+            }
+        }
+        Ok(moved)
+    }
 }
 
 impl AsyncRead for Fd {
@@ -123,9 +219,10 @@ impl AsyncRead for Fd {
     ) -> Poll<io::Result<()>> {
         loop {
             let mut guard = ready!(self.inner.fd.poll_read_ready(cx))?;
-            let unfilled = buf.initialize_unfilled();
+            // SAFETY: the kernel only writes into this memory; nothing reads it uninitialised.
+            let unfilled = unsafe { buf.unfilled_mut() };
             let result = guard.try_io(|fd| {
-                // SAFETY: reads at most unfilled.len() bytes into the initialised buffer.
+                // SAFETY: reads at most unfilled.len() bytes into the buffer.
                 let n = unsafe {
                     libc::read(
                         fd.get_ref().as_raw_fd(),
@@ -141,6 +238,13 @@ impl AsyncRead for Fd {
             });
             match result {
                 Ok(Ok(n)) => {
+                    if n > 0 && n < unfilled.len() {
+                        // A short read drained it: wait for the next event rather than
+                        // finding out with another read that fails with EAGAIN.
+                        guard.clear_ready();
+                    }
+                    // SAFETY: read() initialised the first n bytes.
+                    unsafe { buf.assume_init(n) };
                     buf.advance(n);
                     return Poll::Ready(Ok(()));
                 }
@@ -174,10 +278,52 @@ impl AsyncWrite for Fd {
                 }
             });
             match result {
+                Ok(Ok(n)) if n < data.len() => {
+                    // Full: wait for room rather than finding out with EAGAIN.
+                    guard.clear_ready();
+                    return Poll::Ready(Ok(n));
+                }
                 Ok(result) => return Poll::Ready(result),
                 Err(_would_block) => continue,
             }
         }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        // IoSlice is ABI-compatible with struct iovec.
+        let count = bufs.len().min(MAX_IOV);
+        let total: usize = bufs[..count].iter().map(|b| b.len()).sum();
+        let count = count as libc::c_int;
+        loop {
+            let mut guard = ready!(self.inner.fd.poll_write_ready(cx))?;
+            let result = guard.try_io(|fd| {
+                // SAFETY: writev reads `count` iovecs, each valid for its length.
+                let n =
+                    unsafe { libc::writev(fd.get_ref().as_raw_fd(), bufs.as_ptr().cast(), count) };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            match result {
+                Ok(Ok(n)) if n < total => {
+                    // Full: wait for room rather than finding out with EAGAIN.
+                    guard.clear_ready();
+                    return Poll::Ready(Ok(n));
+                }
+                Ok(result) => return Poll::Ready(result),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -197,10 +343,14 @@ pub fn stdin() -> Box<dyn AsyncRead + Unpin + Send> {
     }
 }
 
-/// The bridge's stdout: non-blocking through the reactor when it is a pipe or socket.
-pub fn stdout() -> Box<dyn AsyncWrite + Unpin + Send> {
+/// The bridge's stdout: non-blocking through the reactor when it is a pipe or socket. A pipe
+/// is enlarged to [`PIPE_SIZE`]: bulk data then moves in fewer, larger writes and reads.
+pub fn stdout() -> Box<dyn Transport> {
     match Fd::stdio(libc::STDOUT_FILENO) {
-        Some(fd) => Box::new(fd),
+        Some(fd) => {
+            grow_pipe(fd.raw());
+            Box::new(fd)
+        }
         None => Box::new(tokio::io::stdout()),
     }
 }

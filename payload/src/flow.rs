@@ -45,6 +45,11 @@ impl SendWindow {
         self.sent < self.acked.saturating_add(WINDOW)
     }
 
+    /// Bytes that may still be sent before the window closes.
+    pub fn room(&self) -> u64 {
+        self.acked.saturating_add(WINDOW).saturating_sub(self.sent)
+    }
+
     /// Bytes sent so far.
     pub fn sequence(&self) -> u64 {
         self.sent

@@ -11,6 +11,7 @@ mod channels;
 mod fdio;
 pub mod flow;
 pub mod interact;
+mod output;
 mod process;
 mod pty;
 mod router;
@@ -18,7 +19,7 @@ pub mod utf8;
 
 use ferry_protocol::control::{self, Message};
 
-pub use fdio::{stdin, stdout};
+pub use fdio::{stdin, stdout, Fd, Transport};
 pub use router::{run, run_interact};
 
 /// The bridge's own `init`: version, capabilities and os-release.

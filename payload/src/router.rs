@@ -20,7 +20,9 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 
 pub use crate::channel::Channel;
 use crate::channel::{Inbound, Input};
+use crate::fdio::{Fd, Transport};
 use crate::interact::InteractCodec;
+use crate::output::Out;
 
 /// Frames queued for output at most; past this, whoever sends waits for the writer.
 const OUT_QUEUE: usize = 64;
@@ -74,11 +76,12 @@ struct Start {
 pub async fn run<R, W>(input: R, output: W) -> Result<(), FrameError>
 where
     R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin + Send + 'static,
+    W: Transport,
 {
+    let pipe = output.pipe();
     serve(
         Box::pin(FramedRead::new(input, FrameCodec::new())),
-        Box::pin(FramedWrite::new(output, FrameCodec::new())),
+        Writer::Frames(Box::new(output), pipe),
         Start {
             send_init: true,
             assume_init: None,
@@ -96,7 +99,10 @@ where
 {
     serve(
         Box::pin(FramedRead::new(input, InteractCodec::new(boundary))),
-        Box::pin(FramedWrite::new(output, InteractCodec::new(boundary))),
+        Writer::Sink(Box::pin(FramedWrite::new(
+            output,
+            InteractCodec::new(boundary),
+        ))),
         Start {
             send_init: false,
             assume_init: Some("localhost".into()),
@@ -110,29 +116,56 @@ type Frames<'a> = Pin<Box<dyn Stream<Item = Result<Frame, FrameError>> + 'a>>;
 /// Frames out.
 type FrameSink = Pin<Box<dyn Sink<Frame, Error = FrameError> + Send>>;
 
+/// How frames go out.
+enum Writer {
+    /// Cockpit frames, with vectored writes (the transport proper); the output again if it is
+    /// a pipe, for splicing.
+    Frames(Box<dyn AsyncWrite + Unpin + Send>, Option<Fd>),
+    /// Anything else, through a codec.
+    Sink(FrameSink),
+}
+
+impl Writer {
+    /// Channels may hand their pipes' output to the writer (see [`Out::Splice`]).
+    fn can_splice(&self) -> bool {
+        matches!(self, Writer::Frames(_, Some(_)))
+    }
+}
+
+async fn write_out(writer: Writer, queue: mpsc::Receiver<Out>) -> Result<(), FrameError> {
+    match writer {
+        Writer::Frames(output, pipe) => crate::output::write_frames(output, pipe, queue).await,
+        Writer::Sink(sink) => write_sink(sink, queue).await,
+    }
+}
+
 /// Write frames from the queue, flushing whenever the queue runs empty.
-async fn write_out(
-    mut sink: FrameSink,
-    mut queue: mpsc::Receiver<Frame>,
-) -> Result<(), FrameError> {
-    while let Some(frame) = queue.recv().await {
-        sink.feed(frame).await?;
-        while let Ok(frame) = queue.try_recv() {
+async fn write_sink(mut sink: FrameSink, mut queue: mpsc::Receiver<Out>) -> Result<(), FrameError> {
+    // Only frames: splicing is for the frame transport on a pipe.
+    while let Some(out) = queue.recv().await {
+        if let Out::Frame(frame) = out {
             sink.feed(frame).await?;
+        }
+        while let Ok(out) = queue.try_recv() {
+            if let Out::Frame(frame) = out {
+                sink.feed(frame).await?;
+            }
         }
         sink.flush().await?;
     }
     sink.close().await
 }
 
-async fn serve(frames: Frames<'_>, sink: FrameSink, start: Start) -> Result<(), FrameError> {
-    let (out_tx, out_rx) = mpsc::channel::<Frame>(OUT_QUEUE);
-    let mut writer = tokio::spawn(write_out(sink, out_rx));
+async fn serve(frames: Frames<'_>, writer: Writer, start: Start) -> Result<(), FrameError> {
+    let (out_tx, out_rx) = mpsc::channel::<Out>(OUT_QUEUE);
+    let can_splice = writer.can_splice();
+    let mut writer = tokio::spawn(write_out(writer, out_rx));
     if start.send_init {
-        let _ = out_tx.send(crate::init_message().into_frame()).await;
+        let _ = out_tx.send(crate::init_message().into_frame().into()).await;
     }
     let mut router = Router {
         out: out_tx,
+        can_splice,
         channels: HashMap::new(),
         init_host: start.assume_init,
         serial: 0,
@@ -148,7 +181,8 @@ async fn serve(frames: Frames<'_>, sink: FrameSink, start: Start) -> Result<(), 
             let m = Message::new("close")
                 .with("problem", e.problem())
                 .with("message", e.to_string());
-            let _ = tokio::time::timeout(FLUSH_TIMEOUT, router.out.send(m.into_frame())).await;
+            let _ =
+                tokio::time::timeout(FLUSH_TIMEOUT, router.out.send(m.into_frame().into())).await;
         }
     }
     drop(router);
@@ -161,7 +195,9 @@ async fn serve(frames: Frames<'_>, sink: FrameSink, start: Start) -> Result<(), 
 }
 
 struct Router {
-    out: mpsc::Sender<Frame>,
+    out: mpsc::Sender<Out>,
+    /// Channels may splice (the output is a pipe).
+    can_splice: bool,
     channels: HashMap<String, Open>,
     /// The `host` of the peer's `init`; `None` until it arrived.
     init_host: Option<String>,
@@ -197,7 +233,7 @@ impl Router {
     /// Queue a frame for output; an error once the writer is gone.
     async fn send(&self, message: Message) -> Result<(), FrameError> {
         self.out
-            .send(message.into_frame())
+            .send(message.into_frame().into())
             .await
             .map_err(|_| FrameError::Io(std::io::ErrorKind::BrokenPipe.into()))
     }
@@ -316,6 +352,7 @@ impl Router {
         let (in_tx, in_rx) = mpsc::unbounded_channel();
         let (pong_tx, pong_rx) = watch::channel(0);
         let mut ch = Channel::new(id.clone(), msg, in_rx, self.out.clone(), pong_rx);
+        ch.splice_out = self.can_splice;
         self.serial += 1;
         let serial = self.serial;
         let finished = self.finished.0.clone();

@@ -7,19 +7,22 @@
 //! `change-conflict`. `ready` carries `size-hint`, the file's size. Text channels get invalid
 //! UTF-8 and NUL bytes replaced with U+FFFD.
 
-use std::io::{self, Read};
+use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use serde_json::{Map, Value};
 
 use super::fsutil::{self, TextSanitizer};
-use crate::channel::{Channel, ChannelError, ChannelResult, Input};
+use crate::channel::{Channel, ChannelError, ChannelResult, Input, ReadBuffer};
 use ferry_protocol::problem;
 
-/// Largest data frame this channel sends.
-const BLOCK: usize = 64 * 1024;
+/// Largest data frame this channel sends: with flow control, which bounds what is in flight,
+/// and without (the output queue, a number of frames, does).
+const BLOCK: usize = 256 * 1024;
+const BLOCK_UNCONTROLLED: usize = 64 * 1024;
 
 pub async fn run(ch: &mut Channel) -> ChannelResult {
     let path = match ch.open.get("path") {
@@ -66,19 +69,27 @@ pub async fn run(ch: &mut Channel) -> ChannelResult {
 
     // Plain blocking reads: local files answer at once, and each block goes out (and lets
     // the other channels run) before the next is read.
-    let mut file = file;
+    // Plain blocking reads: local files answer at once, and each block goes out (and lets
+    // the other channels run) before the next is read. Binary data goes out in the buffer it
+    // was read into, without a copy.
     let mut text = (!ch.binary()).then(TextSanitizer::new);
-    let mut buf = vec![0u8; BLOCK];
+    let block = if ch.flow_controlled() {
+        BLOCK
+    } else {
+        BLOCK_UNCONTROLLED
+    };
+    let mut buf = ReadBuffer::new();
     loop {
-        let n = file
-            .read(&mut buf)
-            .map_err(|e| internal(&path, "couldn't read", &e))?;
+        // Never past the flow-control window: the channel stops right at it.
+        let want = block.min(ch.window_room()).max(1);
+        let buf = buf.prepare(want);
+        let n = read_into(&file, buf, want).map_err(|e| internal(&path, "couldn't read", &e))?;
         if n == 0 {
             break;
         }
         let data = match &mut text {
             Some(t) => Bytes::from(t.push(&buf[..n])),
-            None => Bytes::copy_from_slice(&buf[..n]),
+            None => buf.split().freeze(),
         };
         if !data.is_empty() && !ch.send_data(data).await {
             return Ok(Map::new());
@@ -100,6 +111,26 @@ pub async fn run(ch: &mut Channel) -> ChannelResult {
     let mut close = Map::new();
     close.insert("tag".into(), start_tag.into());
     Ok(close)
+}
+
+/// Read at most `want` bytes from `file` into the spare capacity of `buf`.
+fn read_into(file: &std::fs::File, buf: &mut BytesMut, want: usize) -> io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    let want = want.min(spare.len());
+    let n = loop {
+        // SAFETY: read() writes at most `want` bytes into spare capacity that `buf` owns.
+        let n = unsafe { libc::read(file.as_raw_fd(), spare.as_mut_ptr().cast(), want) };
+        if n >= 0 {
+            break n as usize;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    };
+    // SAFETY: read() initialised the first n bytes of the spare capacity.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
 }
 
 /// Data sent to this channel is a protocol error (checked between blocks, without waiting).

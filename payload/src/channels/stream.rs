@@ -9,23 +9,35 @@
 //! is taken from the peer only as fast as the process consumes it, so neither side makes the
 //! bridge's memory grow.
 
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::process::Stdio;
+use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes};
 use ferry_protocol::problem;
 use serde_json::{Map, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::process::{Child, ChildStderr, Command};
 
-use crate::channel::{Channel, ChannelError, ChannelResult, Input};
+use crate::channel::{Channel, ChannelError, ChannelResult, Input, ReadBuffer};
 use crate::process::{self, ProcessGroup};
 use crate::pty::{self, WindowSize};
 
 /// Smallest and largest read from the output: idle channels keep small buffers, busy ones
-/// grow them.
+/// grow them. Flow control bounds what a channel has in flight; without it, the output queue
+/// (a number of frames) does, so frames stay smaller.
 const READ_MIN: usize = 4 * 1024;
-const READ_MAX: usize = 64 * 1024;
+const READ_MAX: usize = 256 * 1024;
+const READ_MAX_UNCONTROLLED: usize = 64 * 1024;
+
+/// A read this large found the child's pipe full (a default pipe holds 64 KiB): the child
+/// produces faster than we read, and its pipe is enlarged so that it can run ahead further.
+const PIPE_BUSY: usize = 64 * 1024;
+
+/// On a binary channel whose output and transport are both pipes, at least this much waiting
+/// in the child's pipe goes out with `splice(2)` (moved from pipe to pipe, never copied into
+/// the bridge's memory) instead of a read and a write.
+const SPLICE_MIN: usize = 16 * 1024;
 
 /// At most this much of stderr goes into the `close` message with `err: "message"`.
 const MESSAGE_MAX: usize = 256 * 1024;
@@ -91,7 +103,8 @@ pub async fn run(ch: &mut Channel) -> ChannelResult {
 async fn run_socket(ch: &mut Channel, reader: Reader, writer: Writer) -> ChannelResult {
     ch.ready(Map::new()).await;
     let mut pump = Pump {
-        reader,
+        source: Source::Other(reader),
+        grown: false,
         writer: Some(writer),
         pty: None,
         stderr: None,
@@ -207,7 +220,7 @@ fn spawn(spec: &Spawn) -> std::io::Result<Spawned> {
     if let Some(dir) = &spec.directory {
         cmd.current_dir(dir);
     }
-    let (reader, writer, pty_master): (Reader, Option<Writer>, _) = match spec.pty {
+    let (source, writer, pty_master) = match spec.pty {
         Some(size) => {
             let (master, slave) = pty::open(size)?;
             cmd.stdin(Stdio::from(slave.try_clone()?))
@@ -222,8 +235,8 @@ fn spawn(spec: &Spawn) -> std::io::Result<Spawned> {
             }
             let master = pty::master(master)?;
             (
-                Box::new(master.clone()),
-                Some(Box::new(master.clone())),
+                Source::Other(Box::new(master.clone())),
+                Some(Box::new(master.clone()) as Writer),
                 Some(master),
             )
         }
@@ -246,7 +259,7 @@ fn spawn(spec: &Spawn) -> std::io::Result<Spawned> {
                 });
             }
             let reader = tokio::net::unix::pipe::Receiver::from_owned_fd(out_r)?;
-            (Box::new(reader), None, None)
+            (Source::Pipe(reader), None, None)
         }
     };
     let mut child = cmd.spawn()?;
@@ -263,7 +276,8 @@ fn spawn(spec: &Spawn) -> std::io::Result<Spawned> {
         child,
         group,
         pump: Pump {
-            reader,
+            source,
+            grown: false,
             writer,
             pty: pty_master,
             stderr,
@@ -287,9 +301,67 @@ async fn run_process(ch: &mut Channel) -> ChannelResult {
     pump.run(ch, Some((&mut child, &mut group))).await
 }
 
+/// Where a stream's output comes from.
+enum Source {
+    /// A pipe of our own: the child's stdout (and perhaps stderr).
+    Pipe(tokio::net::unix::pipe::Receiver),
+    /// A pty master or a socket.
+    Other(Reader),
+}
+
+/// What waiting for output gave.
+enum Output {
+    /// Data read into memory.
+    Data(Bytes),
+    /// This much waits in the pipe, to be spliced.
+    Waiting(usize),
+    End,
+}
+
+impl Source {
+    /// Wait for output: on a pipe that may be spliced from (`splice`), how much waits if that
+    /// is at least [`SPLICE_MIN`]; otherwise a read of at most `want` bytes. Cancel-safe.
+    async fn next(
+        &mut self,
+        buf: &mut ReadBuffer,
+        want: usize,
+        splice: Option<usize>,
+    ) -> std::io::Result<Output> {
+        let reader: &mut (dyn AsyncRead + Unpin + Send) = match self {
+            Source::Pipe(rx) => {
+                if let Some(most) = splice {
+                    rx.readable().await?;
+                    let waiting = crate::fdio::pending_bytes(rx.as_raw_fd())?;
+                    if waiting >= SPLICE_MIN {
+                        return Ok(Output::Waiting(waiting.min(most)));
+                    }
+                }
+                rx
+            }
+            Source::Other(r) => r,
+        };
+        let buf = buf.prepare(want);
+        let n = reader.read_buf(&mut (&mut *buf).limit(want)).await?;
+        Ok(if n == 0 {
+            Output::End
+        } else {
+            Output::Data(buf.split().freeze())
+        })
+    }
+
+    /// The child produces faster than we read: let it run further ahead.
+    fn grow(&self) {
+        if let Source::Pipe(rx) = self {
+            crate::fdio::grow_pipe(rx.as_raw_fd());
+        }
+    }
+}
+
 /// Moves data between a channel and a process or socket.
 struct Pump {
-    reader: Reader,
+    source: Source,
+    /// The pipe was enlarged.
+    grown: bool,
     writer: Option<Writer>,
     /// Present for a pty: resized through `options`, never half-closed.
     pty: Option<pty::Master>,
@@ -305,8 +377,20 @@ impl Pump {
         ch: &mut Channel,
         mut process: Option<(&mut Child, &mut ProcessGroup)>,
     ) -> ChannelResult {
-        let mut buf = BytesMut::new();
+        let mut buf = ReadBuffer::new();
+        // A second descriptor of the pipe, for the writer to splice from.
+        let splice_from = match &self.source {
+            Source::Pipe(rx) if ch.can_splice() => {
+                rx.as_fd().try_clone_to_owned().ok().map(Arc::new)
+            }
+            _ => None,
+        };
         let mut read_size = READ_MIN;
+        let read_max = if ch.flow_controlled() {
+            READ_MAX
+        } else {
+            READ_MAX_UNCONTROLLED
+        };
         let mut out_open = true;
         let mut in_open = true;
         let mut pending = Bytes::new();
@@ -318,20 +402,38 @@ impl Pump {
                 // A socket: its end is the channel's end.
                 return Ok(Map::new());
             }
+            // Never past the flow-control window: the channel stops right at it.
+            let room = ch.window_room().max(1);
+            let want = read_size.min(room);
+            let splice = splice_from.as_ref().map(|_| read_max.min(room));
             tokio::select! {
-                r = async {
-                    buf.reserve(read_size);
-                    self.reader.read_buf(&mut buf).await
-                }, if out_open => match r {
-                    Ok(n) if n > 0 => {
-                        if n >= read_size && read_size < READ_MAX {
-                            read_size *= 2;
+                r = self.source.next(&mut buf, want, splice), if out_open => match r {
+                    Ok(Output::Data(data)) => {
+                        let n = data.len();
+                        if n >= read_size && read_size < read_max {
+                            read_size = (read_size * 2).min(read_max);
                         }
-                        if !ch.send_data(buf.split().freeze()).await {
+                        if n >= PIPE_BUSY && !self.grown {
+                            self.source.grow();
+                            self.grown = true;
+                        }
+                        if !ch.send_data(data).await {
                             return Ok(Map::new());
                         }
                     }
-                    _ => {
+                    Ok(Output::Waiting(n)) => {
+                        if n >= PIPE_BUSY && !self.grown {
+                            self.source.grow();
+                            self.grown = true;
+                        }
+                        let Some(from) = &splice_from else {
+                            return Ok(Map::new());
+                        };
+                        if !ch.send_spliced(from, n).await {
+                            return Ok(Map::new());
+                        }
+                    }
+                    Ok(Output::End) | Err(_) => {
                         out_open = false;
                         ch.done().await;
                     }

@@ -372,3 +372,53 @@ fn text_input_that_is_not_utf8_is_a_protocol_error() {
     assert_eq!(close["problem"], "protocol-error", "{close}");
     assert_eq!(data, "fine: \u{e9}".as_bytes());
 }
+
+#[test]
+fn binary_output_arrives_intact_alongside_other_channels() {
+    // Bulk binary output (which the bridge may move from pipe to pipe without reading it),
+    // with and without flow control, while another channel talks in between.
+    let mut b = Bridge::start();
+    b.open(
+        "p",
+        json!({"payload": "stream", "binary": "raw", "flow-control": true,
+               "spawn": ["seq", "1", "300000"]}),
+    );
+    b.open(
+        "q",
+        json!({"payload": "stream", "binary": "raw", "spawn": ["seq", "1000000", "1200000"]}),
+    );
+    b.open("e", json!({"payload": "echo", "binary": "raw"}));
+    let seq = |from: u64, to: u64| -> Vec<u8> {
+        (from..=to)
+            .map(|i| format!("{i}\n"))
+            .collect::<String>()
+            .into_bytes()
+    };
+    let mut got: std::collections::HashMap<String, Vec<u8>> = Default::default();
+    let mut echoes = Vec::new();
+    let mut closed = 0;
+    while closed < 2 || got.get("e").map_or(0, Vec::len) < echoes.len() {
+        match b.recv() {
+            Out::Data(ch, d) => got.entry(ch).or_default().extend_from_slice(&d),
+            Out::Control(v) if v["command"] == "ping" => {
+                let mut pong = v.clone();
+                pong["command"] = "pong".into();
+                b.control(pong);
+                if echoes.len() < 2000 {
+                    let said = format!("<{}>", echoes.len());
+                    b.data("e", said.as_bytes());
+                    echoes.extend_from_slice(said.as_bytes());
+                }
+            }
+            Out::Control(v) if v["command"] == "close" => {
+                assert_eq!(v["exit-status"], 0, "{v}");
+                closed += 1;
+            }
+            Out::Control(_) => {}
+        }
+    }
+    assert!(got["p"] == seq(1, 300_000), "channel p differs");
+    assert!(got["q"] == seq(1_000_000, 1_200_000), "channel q differs");
+    assert!(!echoes.is_empty());
+    assert_eq!(got["e"], echoes);
+}
