@@ -120,6 +120,17 @@ impl ProcessGroup {
         ProcessGroup { pid, live: pid > 1 }
     }
 
+    /// Ask the whole group to end (SIGTERM), as `kill` does.
+    pub fn terminate(&self) {
+        if self.live {
+            // SAFETY: kill has no memory effects; the leader is not reaped yet.
+            unsafe {
+                libc::kill(-self.pid, libc::SIGTERM);
+                libc::kill(self.pid, libc::SIGTERM);
+            }
+        }
+    }
+
     /// The leader was waited for: its pid may be reused, so never signal it again.
     pub fn reaped(&mut self) {
         self.live = false;

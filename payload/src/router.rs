@@ -35,6 +35,8 @@ struct Open {
     serial: u64,
     host: String,
     group: String,
+    /// The channel ends its own process on `kill` (and then reports how it ended).
+    handles_kill: bool,
     inbound: mpsc::UnboundedSender<Inbound>,
     pongs: watch::Sender<u64>,
     task: JoinHandle<()>,
@@ -349,6 +351,7 @@ impl Router {
             .unwrap_or("localhost")
             .to_owned();
         let group = msg.str("group").unwrap_or("default").to_owned();
+        let handles_kill = msg.str("payload") == Some("stream") && msg.get("spawn").is_some();
         let (in_tx, in_rx) = mpsc::unbounded_channel();
         let (pong_tx, pong_rx) = watch::channel(0);
         let mut ch = Channel::new(id.clone(), msg, in_rx, self.out.clone(), pong_rx);
@@ -371,6 +374,7 @@ impl Router {
                 serial,
                 host,
                 group,
+                handles_kill,
                 inbound: in_tx,
                 pongs: pong_tx,
                 task,
@@ -390,7 +394,12 @@ impl Router {
             .collect();
         ids.sort();
         for id in ids {
-            if let Some(open) = self.channels.remove(&id) {
+            if self.channels.get(&id).is_some_and(|o| o.handles_kill) {
+                // A process is sent SIGTERM and the channel closes once it has ended, saying how.
+                if let Some(open) = self.channels.get(&id) {
+                    open.send(Inbound::Input(Input::Control(Message::new("kill"))));
+                }
+            } else if let Some(open) = self.channels.remove(&id) {
                 open.abort().await;
                 self.send(control::close(&id, Some(problem::TERMINATED)))
                     .await?;

@@ -39,6 +39,9 @@ const PIPE_BUSY: usize = 64 * 1024;
 /// the bridge's memory) instead of a read and a write.
 const SPLICE_MIN: usize = 16 * 1024;
 
+/// How long a process may take to end after `kill` before it is killed outright.
+const KILL_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// At most this much of stderr goes into the `close` message with `err: "message"`.
 const MESSAGE_MAX: usize = 256 * 1024;
 
@@ -396,6 +399,8 @@ impl Pump {
         let mut pending = Bytes::new();
         // On the heap, and only when needed: a future's size is paid by every channel.
         let mut errbuf = vec![0u8; if self.stderr.is_some() { 4096 } else { 0 }];
+        // After `kill`: SIGTERM was sent, SIGKILL follows if the process outlives this.
+        let mut killed: Option<tokio::time::Instant> = None;
         loop {
             let output_ended = !out_open && self.stderr.is_none();
             if output_ended && process.is_none() {
@@ -435,7 +440,10 @@ impl Pump {
                     }
                     Ok(Output::End) | Err(_) => {
                         out_open = false;
-                        ch.done().await;
+                        // A killed channel ends with its close alone.
+                        if killed.is_none() {
+                            ch.done().await;
+                        }
                     }
                 },
                 r = async {
@@ -471,6 +479,12 @@ impl Pump {
                             let _ = pty::resize(master, WindowSize::default().update(Some(window)));
                         }
                     }
+                    Some(Input::Control(m)) if m.command == "kill" && killed.is_none() => {
+                        if let Some((_, group)) = process.as_mut() {
+                            group.terminate();
+                        }
+                        killed = Some(tokio::time::Instant::now() + KILL_GRACE);
+                    }
                     Some(Input::Control(_)) => {}
                     None => in_open = false,
                 },
@@ -503,7 +517,22 @@ impl Pump {
                         let text = String::from_utf8_lossy(&message).into_owned();
                         close.insert("message".into(), text.into());
                     }
+                    if killed.is_some() {
+                        let mut err = ChannelError::new(ferry_protocol::problem::TERMINATED);
+                        err.extra = close;
+                        return Err(err);
+                    }
                     return Ok(close);
+                },
+                () = async {
+                    match killed {
+                        Some(deadline) => tokio::time::sleep_until(deadline).await,
+                        None => std::future::pending().await,
+                    }
+                }, if killed.is_some() => {
+                    // It would not end: the group is killed when the channel is dropped.
+                    return Err(ChannelError::new(ferry_protocol::problem::TERMINATED)
+                        .with("exit-signal", "KILL"));
                 },
             }
         }

@@ -422,3 +422,37 @@ fn binary_output_arrives_intact_alongside_other_channels() {
     assert!(!echoes.is_empty());
     assert_eq!(got["e"], echoes);
 }
+
+#[test]
+fn kill_sends_term_and_reports_how_the_process_ended() {
+    let mut b = Bridge::start();
+    b.open(
+        "t",
+        json!({"payload": "stream", "group": "g", "spawn": ["sleep", "1000"]}),
+    );
+    let (ready, _) = b.until("ready", Some("t"));
+    let pid = ready["pid"].as_i64().unwrap() as i32;
+    b.control(json!({"command": "kill", "group": "g"}));
+    let (close, _) = b.until_close("t");
+    assert_eq!(close["problem"], "terminated", "{close}");
+    assert_eq!(close["exit-signal"], "TERM", "{close}");
+    assert!(gone(pid));
+}
+
+#[test]
+fn kill_escalates_when_the_process_ignores_term() {
+    let mut b = Bridge::start();
+    b.open(
+        "i",
+        json!({"payload": "stream", "spawn": ["sh", "-c", "trap '' TERM; echo up; sleep 1000"]}),
+    );
+    let (ready, _) = b.until("ready", Some("i"));
+    let pid = ready["pid"].as_i64().unwrap() as i32;
+    // Let the shell install its trap first.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    b.control(json!({"command": "kill"}));
+    let (close, _) = b.until_close("i");
+    assert_eq!(close["problem"], "terminated", "{close}");
+    assert_eq!(close["exit-signal"], "KILL", "{close}");
+    assert!(gone(pid));
+}
