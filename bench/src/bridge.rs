@@ -3,7 +3,7 @@
 //!
 //! - start to `init`: from spawning the bridge to its `init` message (median of several starts);
 //! - echo round trip: one small frame to an `echo` channel and back (median of many, one at a
-//!   time);
+//!   time, alternating between the bridges so that each is measured in the same moments);
 //! - `stream` throughput: `head -c SIZE /dev/zero` in a `"binary": "raw"` channel with flow
 //!   control (every `ping` answered with a `pong`), and the bridge's peak resident memory during
 //!   the transfer;
@@ -157,14 +157,23 @@ pub fn run(args: &[String]) -> Result<()> {
     // Every run measures each bridge in turn, so that whatever else the machine does at the
     // time weighs on both alike; the table shows the median of the runs.
     let mut runs: Vec<Vec<Measures>> = bridges.iter().map(|_| Vec::new()).collect();
+    let paths: Vec<&Path> = bridges.iter().map(|(_, p)| p.as_path()).collect();
     for run in 1..=o.runs {
-        for ((name, path), measured) in bridges.iter().zip(&mut runs) {
+        eprintln!("run {run}/{}: echo round trips, alternating", o.runs);
+        let echoes = measure_echo(&paths, &o)?;
+        for (((name, path), measured), (echo, idle, hwm)) in
+            bridges.iter().zip(&mut runs).zip(echoes)
+        {
             eprintln!(
                 "run {run}/{}: measuring {name} ({})",
                 o.runs,
                 path.display()
             );
-            measured.push(measure(path, &o, &file)?);
+            let mut m = measure(path, &o, &file)?;
+            m.echo = echo;
+            m.idle_rss = idle;
+            m.peak_rss = m.peak_rss.max(hwm);
+            measured.push(m);
         }
     }
     let results: Vec<(String, Measures)> = bridges
@@ -247,27 +256,6 @@ fn measure(bridge: &Path, o: &Options, file: &Path) -> Result<Measures> {
     }
     m.start = median(&mut starts);
 
-    // Idle memory, then echo round trips, in one session.
-    {
-        let mut b = Bridge::spawn(bridge)?;
-        b.handshake()?;
-        std::thread::sleep(Duration::from_millis(300));
-        m.idle_rss = b.status("VmRSS")?;
-        b.send_control(&json!({"command": "open", "channel": "e", "payload": "echo"}))?;
-        b.wait_control("e", "ready")?;
-        let mut trips = Vec::with_capacity(o.round_trips);
-        let payload = [b'x'; 64];
-        for _ in 0..o.round_trips {
-            let t = Instant::now();
-            b.send_frame("e", &payload)?;
-            b.wait_data("e", payload.len() as u64)?;
-            trips.push(t.elapsed());
-        }
-        m.echo = median(&mut trips);
-        m.peak_rss = m.peak_rss.max(b.status("VmHWM")?);
-        b.finish();
-    }
-
     // stream throughput and peak memory, in a session of its own.
     {
         let mut b = Bridge::spawn(bridge)?;
@@ -317,6 +305,45 @@ fn measure(bridge: &Path, o: &Options, file: &Path) -> Result<Measures> {
     }
     m.peak_rss = m.peak_rss.max(m.peak_stream).max(m.peak_fsread);
     Ok(m)
+}
+
+/// Idle memory, then echo round trips, in one session per bridge; the round trips alternate
+/// between the bridges, so that they are measured in the same moments. Per bridge: (median
+/// round trip, idle VmRSS, VmHWM).
+fn measure_echo(bridges: &[&Path], o: &Options) -> Result<Vec<(Duration, u64, u64)>> {
+    let mut sessions = Vec::new();
+    let mut idle = Vec::new();
+    for bridge in bridges {
+        let mut b = Bridge::spawn(bridge)?;
+        b.handshake()?;
+        sessions.push(b);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for b in &mut sessions {
+        idle.push(b.status("VmRSS")?);
+        b.send_control(&json!({"command": "open", "channel": "e", "payload": "echo"}))?;
+        b.wait_control("e", "ready")?;
+    }
+    let mut trips: Vec<Vec<Duration>> = sessions
+        .iter()
+        .map(|_| Vec::with_capacity(o.round_trips))
+        .collect();
+    let payload = [b'x'; 64];
+    for _ in 0..o.round_trips {
+        for (b, trips) in sessions.iter_mut().zip(&mut trips) {
+            let t = Instant::now();
+            b.send_frame("e", &payload)?;
+            b.wait_data("e", payload.len() as u64)?;
+            trips.push(t.elapsed());
+        }
+    }
+    let mut results = Vec::new();
+    for ((b, mut trips), idle) in sessions.into_iter().zip(trips).zip(idle) {
+        let hwm = b.status("VmHWM")?;
+        b.finish();
+        results.push((median(&mut trips), idle, hwm));
+    }
+    Ok(results)
 }
 
 fn median(v: &mut [Duration]) -> Duration {
