@@ -48,6 +48,7 @@ pub fn run() -> Result<()> {
     let mut steps = Vec::new();
 
     // Setup first: the root package's build script needs the musl targets it installs.
+    let totals = std::cell::Cell::new(Counts::default());
     step(&mut steps, "setup", || {
         let missing = crate::setup::ensure()?;
         if missing > 0 {
@@ -103,10 +104,57 @@ pub fn run() -> Result<()> {
 
     step(&mut steps, "cargo test", || {
         // `CI` is inherited as it is: the tests fail, rather than skip, on a missing component.
-        run_command(cargo().args(["test", "--workspace", "--no-fail-fast"]))?;
+        let (counts, status) = cargo_test(cargo().args(["test", "--workspace", "--no-fail-fast"]))?;
+        totals.set(counts);
+        if !status.success() {
+            bail!("cargo test failed: {status}");
+        }
         Ok(None)
     });
-    summary(&steps)
+    let result = summary(&steps);
+    let t = totals.get();
+    // One plain line with the whole suite's count, after everything else.
+    println!(
+        "tests: {} passed, {} failed, {} skipped",
+        t.passed, t.failed, t.ignored
+    );
+    result
+}
+
+/// What `cargo test` reported, added up over every test binary.
+#[derive(Clone, Copy, Default)]
+struct Counts {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+/// Run `cargo test`, passing its output through and adding up its `test result:` lines.
+fn cargo_test(command: &mut Command) -> Result<(Counts, std::process::ExitStatus)> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut child = command.stdout(std::process::Stdio::piped()).spawn()?;
+    let mut counts = Counts::default();
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut out = std::io::stdout().lock();
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        let _ = writeln!(out, "{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            // "ok. 5 passed; 0 failed; 1 ignored; ..."
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            for pair in words.windows(2) {
+                let n: u64 = pair[0].parse().unwrap_or(0);
+                match pair[1].trim_end_matches(';') {
+                    "passed" => counts.passed += n,
+                    "failed" => counts.failed += n,
+                    "ignored" => counts.ignored += n,
+                    _ => {}
+                }
+            }
+        }
+    }
+    drop(out);
+    Ok((counts, child.wait()?))
 }
 
 fn rel(path: &Path) -> String {
