@@ -38,7 +38,7 @@ pub async fn boot(
     opts: &BootOptions,
 ) -> Result<Session, LaunchError> {
     let invocation = Invocation::new(images.offers());
-    let launch = route.launch(invocation.argv(), opts.ssh_config.as_deref());
+    let launch = route.launch(invocation.argv());
     let Transport {
         stdin,
         stdout,

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use ferry_protocol::control::{self, Message};
 use ferry_protocol::{Frame, FrameCodec};
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
@@ -81,11 +81,13 @@ pub async fn run(session: Session, command: &[String]) -> Result<(i32, Stats), L
         )));
     }
 
-    let send = |m: Message| m.into_frame();
     let open = control::open(CHANNEL, "stream")
         .with("spawn", json!(command))
         .with("binary", "raw");
-    for frame in [send(control::init().with("host", "localhost")), send(open)] {
+    for frame in [
+        control::init().with("host", "localhost").into_frame(),
+        open.into_frame(),
+    ] {
         sink.send(frame)
             .await
             .map_err(|e| LaunchError::Terminated(format!("lost the bridge: {e}")))?;
@@ -101,7 +103,7 @@ pub async fn run(session: Session, command: &[String]) -> Result<(i32, Stats), L
                 let frame = match n {
                     Ok(0) | Err(_) => {
                         stdin_open = false;
-                        send(control::done(CHANNEL))
+                        control::done(CHANNEL).into_frame()
                     }
                     Ok(n) => Frame::new(CHANNEL, Bytes::copy_from_slice(&buf[..n])),
                 };
@@ -119,7 +121,7 @@ pub async fn run(session: Session, command: &[String]) -> Result<(i32, Stats), L
                 if frame.channel == CHANNEL {
                     if stdout.write_all(&frame.payload).await.is_err() {
                         // Our reader went away: stop the command as a pipeline would.
-                        let _ = sink.send(send(control::close(CHANNEL, None))).await;
+                        let _ = sink.send(control::close(CHANNEL, None).into_frame()).await;
                     }
                     let _ = stdout.flush().await;
                     continue;
@@ -137,9 +139,7 @@ pub async fn run(session: Session, command: &[String]) -> Result<(i32, Stats), L
                         )))
                     }
                     ("ping", _) => {
-                        let mut pong = msg.clone();
-                        pong.fields.insert("command".into(), Value::from("pong"));
-                        let _ = sink.send(pong.into_frame()).await;
+                        let _ = sink.send(msg.into_pong().into_frame()).await;
                     }
                     _ => {}
                 }
@@ -165,7 +165,7 @@ fn exit_code(close: &Message, command: &[String]) -> i32 {
         return code as i32;
     }
     if let Some(signal) = close.str("exit-signal") {
-        return 128 + signal_number(signal);
+        return 128 + ferry_protocol::signal::number(signal).unwrap_or(0);
     }
     let program = command.first().map(String::as_str).unwrap_or("");
     match close.problem() {
@@ -180,28 +180,6 @@ fn exit_code(close: &Message, command: &[String]) -> i32 {
             eprintln!("ferry: {program}: {what} ({detail})");
             code
         }
-    }
-}
-
-fn signal_number(name: &str) -> i32 {
-    let name = name.trim_start_matches("SIG");
-    match name {
-        "HUP" => libc::SIGHUP,
-        "INT" => libc::SIGINT,
-        "QUIT" => libc::SIGQUIT,
-        "ILL" => libc::SIGILL,
-        "TRAP" => libc::SIGTRAP,
-        "ABRT" => libc::SIGABRT,
-        "BUS" => libc::SIGBUS,
-        "FPE" => libc::SIGFPE,
-        "KILL" => libc::SIGKILL,
-        "USR1" => libc::SIGUSR1,
-        "SEGV" => libc::SIGSEGV,
-        "USR2" => libc::SIGUSR2,
-        "PIPE" => libc::SIGPIPE,
-        "ALRM" => libc::SIGALRM,
-        "TERM" => libc::SIGTERM,
-        other => other.parse().unwrap_or(0),
     }
 }
 

@@ -150,9 +150,10 @@ impl Route {
     /// Compose the hops around `argv` (the loader's argument vector) into one launch.
     ///
     /// Exec hops prefix their argv; an ssh hop turns everything after it into one command line
-    /// for the remote login shell. Only a first ssh hop uses the OpenSSH master connection;
-    /// later ones are plain `ssh` commands run on the previous machine.
-    pub fn launch(&self, argv: Vec<String>, ssh_config: Option<&str>) -> Launch {
+    /// for the remote login shell. An ssh hop that starts on this machine (nothing but `local`
+    /// before it) uses the OpenSSH master connection; later ones are plain `ssh` commands run on
+    /// the previous machine, with that machine's own ssh configuration.
+    pub fn launch(&self, argv: Vec<String>) -> Launch {
         let mut tail = argv;
         for (i, hop) in self.hops.iter().enumerate().rev() {
             match hop {
@@ -164,18 +165,13 @@ impl Route {
                 }
                 Hop::Ssh { port, .. } => {
                     let command_line = shell_words::join(&tail);
-                    if i == 0 {
+                    if self.hops[..i].iter().all(|h| *h == Hop::Local) {
                         return Launch::Ssh {
                             hop: hop.clone(),
                             command_line,
                         };
                     }
                     let mut v = vec!["ssh".to_owned(), "-T".to_owned()];
-                    if let (Some(cfg), true) =
-                        (ssh_config, self.hops[..i].iter().all(|h| *h == Hop::Local))
-                    {
-                        v.extend(["-F".to_owned(), cfg.to_owned()]);
-                    }
                     if let Some(p) = port {
                         v.extend(["-p".to_owned(), p.to_string()]);
                     }
@@ -255,7 +251,7 @@ mod tests {
             "exec:chroot /x".parse().unwrap(),
         ]);
         assert_eq!(
-            route.launch(argv.clone(), None),
+            route.launch(argv.clone()),
             Launch::Command(
                 ["sudo", "-n", "chroot", "/x", "sh", "-c", "echo $x"]
                     .map(String::from)
@@ -264,7 +260,7 @@ mod tests {
         );
         let route = Route::new(vec!["ssh:h".parse().unwrap(), "exec:sudo".parse().unwrap()]);
         assert_eq!(
-            route.launch(argv, None),
+            route.launch(argv),
             Launch::Ssh {
                 hop: ssh(None, "h", None),
                 command_line: "sudo sh -c 'echo $x'".into()

@@ -403,12 +403,7 @@ impl Channel {
                 return None;
             }
             match self.inbound.recv().await? {
-                Inbound::Ping(ping) => {
-                    let mut pong = ping;
-                    pong.command = "pong".into();
-                    pong.fields.insert("command".into(), "pong".into());
-                    self.owed.push_back(pong.into_frame());
-                }
+                Inbound::Ping(ping) => self.owed.push_back(ping.into_pong().into_frame()),
                 Inbound::Input(Input::Data(data)) => {
                     if self.send_acks {
                         self.unacked = Some(data.len());

@@ -54,41 +54,7 @@ pub fn restore_fd_limit_in_child() {
 
 /// The name Cockpit gives a signal in `exit-signal`: the C name without `SIG`.
 pub fn signal_name(sig: i32) -> String {
-    let name = match sig {
-        libc::SIGHUP => "HUP",
-        libc::SIGINT => "INT",
-        libc::SIGQUIT => "QUIT",
-        libc::SIGILL => "ILL",
-        libc::SIGTRAP => "TRAP",
-        libc::SIGABRT => "ABRT",
-        libc::SIGBUS => "BUS",
-        libc::SIGFPE => "FPE",
-        libc::SIGKILL => "KILL",
-        libc::SIGUSR1 => "USR1",
-        libc::SIGSEGV => "SEGV",
-        libc::SIGUSR2 => "USR2",
-        libc::SIGPIPE => "PIPE",
-        libc::SIGALRM => "ALRM",
-        libc::SIGTERM => "TERM",
-        libc::SIGSTKFLT => "STKFLT",
-        libc::SIGCHLD => "CHLD",
-        libc::SIGCONT => "CONT",
-        libc::SIGSTOP => "STOP",
-        libc::SIGTSTP => "TSTP",
-        libc::SIGTTIN => "TTIN",
-        libc::SIGTTOU => "TTOU",
-        libc::SIGURG => "URG",
-        libc::SIGXCPU => "XCPU",
-        libc::SIGXFSZ => "XFSZ",
-        libc::SIGVTALRM => "VTALRM",
-        libc::SIGPROF => "PROF",
-        libc::SIGWINCH => "WINCH",
-        libc::SIGIO => "IO",
-        libc::SIGPWR => "PWR",
-        libc::SIGSYS => "SYS",
-        _ => return format!("{sig}"),
-    };
-    name.to_owned()
+    ferry_protocol::signal::name(sig)
 }
 
 /// `exit-status` or `exit-signal` for a `close`.

@@ -289,10 +289,7 @@ impl Router {
                 self.init_host = Some(host.to_owned());
             }
             "ping" => {
-                let mut pong = msg;
-                pong.command = "pong".into();
-                pong.fields.insert("command".into(), "pong".into());
-                self.send(pong).await?;
+                self.send(msg.into_pong()).await?;
             }
             "kill" => self.kill(msg.str("host"), msg.str("group")).await?,
             "open" | "close" | "done" | "options" | "ready" => {

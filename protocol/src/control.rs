@@ -36,6 +36,19 @@ impl Message {
         }
     }
 
+    /// Change the command (kept in both `command` and the `command` field).
+    pub fn set_command(&mut self, command: &str) {
+        self.command = command.to_owned();
+        self.fields
+            .insert("command".into(), Value::String(command.into()));
+    }
+
+    /// The answer to a `ping`: the same fields, with `command` `pong`.
+    pub fn into_pong(mut self) -> Self {
+        self.set_command("pong");
+        self
+    }
+
     /// Builder-style setter for one field.
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
         self.fields.insert(key.into(), value.into());
@@ -132,6 +145,17 @@ mod tests {
         assert_eq!(m.channel(), Some("4"));
         assert_eq!(m.get("x"), Some(&serde_json::json!([1])));
         assert_eq!(open("4", "echo").with("x", serde_json::json!([1])), m);
+    }
+
+    #[test]
+    fn pong_answers_ping() {
+        let ping = Message::parse(br#"{"command":"ping","channel":"a","sequence":3}"#).unwrap();
+        let pong = ping.into_pong();
+        assert_eq!(pong.command, "pong");
+        assert_eq!(
+            pong.to_value(),
+            serde_json::json!({"command":"pong","channel":"a","sequence":3})
+        );
     }
 
     #[test]

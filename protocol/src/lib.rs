@@ -11,5 +11,6 @@
 pub mod control;
 mod frame;
 pub mod problem;
+pub mod signal;
 
 pub use frame::{Frame, FrameCodec, FrameError, MAX_FRAME_SIZE, MAX_SIZE_DIGITS};
