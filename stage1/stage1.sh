@@ -1,24 +1,45 @@
-# ferry stage1: find a usable directory, reuse a verified cached bridge or receive one, run it.
+# ferry stage1: find a safe directory, reuse a verified cached bridge or receive one, run it.
 #
-# Invoked as: sh -c STAGE1 ferry NONCE ARCH=SHA256...
+# Invoked as: sh -c STAGE1 NAME NONCE ARCH=SHA256...
 # Every line it prints starts with "ferry-NONCE ", so login-script noise cannot pass for it:
 #   hello ARCH cached TOOLS DIR      a verified cached bridge runs next (no reply wanted)
-#   hello ARCH need TOOLS            waiting for "send SIZE CODEC" and exactly SIZE bytes; the
+#   hello ARCH need TOOLS            waiting for a 32-byte header "send SIZE CODEC" (padded with
+#                                    spaces, then a newline) and exactly SIZE bytes; the
 #                                    directory is chosen while they travel
 #   ok DIR                           the received bridge verified and runs next
-#   fail REASON DETAIL...            nothing was run
+#   fail REASON DETAIL...            nothing was run; REASON is arch, tool, dir, space, io,
+#                                    corrupt, tampered or proto
 # After "cached" or "ok", only the bridge's frames follow.
+#
+# Safety: a directory is used (looked up, written, run from) only when the effective user owns it
+# and every directory above it up to the first one owned by root, it is mode 0700, and nothing
+# this run creates lands in a directory owned by another user. So nobody else can swap a file
+# between its sha256 check and its exec. The bridge gets back the umask the hop gave the loader.
+# The loader needs no /dev/null and no /proc (fd 4 stands in for /dev/null).
 #
 # This file is minified into one line (see stage1/src/script.rs): every command ends its line,
 # lines ending in "then", "do", "else", "in", "{", "&&", "||", "|" or ";;" continue a command.
-# No single quotes, backslashes or exclamation marks: login shells disagree about them.
-# shellcheck disable=SC2015,SC2174 # "a && b || c" is meant; umask 077 covers the parents of mkdir -p -m.
+# No single quotes, backslashes or exclamation marks (but "#! ", which every shell leaves alone):
+# login shells disagree about them.
+# shellcheck disable=SC2015,SC2046,SC2086,SC2174 # a && b || c, and word splitting, are meant.
+w=$(umask)
 umask 077
+if [ -c /dev/null ] && [ -w /dev/null ]; then exec 4>/dev/null; else exec 4>&2; fi
 n=$1
 shift
 m="ferry-$n"
 say() { echo "$m $*"; }
 fail() { say fail "$@"; exit 1; }
+t=
+for x in zstd gzip sha256sum shasum openssl uname dd wc ls; do
+IFS=:
+for p in $PATH; do
+[ -x "$p/$x" ] && t="$t$x," && break
+done
+unset IFS
+done
+has() { case ,$t in *,$1,*) ;; *) return 1 ;; esac; }
+has uname || fail tool uname
 a=$(uname -m)
 case $a in
 x86_64|amd64) a=x86_64 ;;
@@ -31,80 +52,108 @@ case $p in
 esac
 done
 [ -n "$h" ] || fail arch "$a"
-t=
-for x in zstd gzip sha256sum shasum openssl; do
-command -v "$x" >/dev/null 2>&1 && t="$t$x,"
-done
+has sha256sum || has shasum || has openssl || fail tool sha256sum
 sum() {
 v=
-case $t in
-*sha256sum,*) v=$(sha256sum "$1") ;;
-*shasum,*) v=$(shasum -a 256 "$1") ;;
-*openssl,*) v=$(openssl dgst -sha256 -r "$1") ;;
-esac
+if has sha256sum; then v=$(sha256sum "$1"); elif has shasum; then v=$(shasum -a 256 "$1"); else v=$(openssl dgst -sha256 -r "$1"); fi
 v=${v%% *}
 }
-case $t in
-*sha256sum,*|*shasum,*|*openssl,*) ;;
-*) fail nosum "$t" ;;
-esac
-u=$(id -u)
+safe() {
+p=$1
+while [ -n "$p" ] && [ -O "$p" ]; do p=${p%/*}; done
+[ -z "$p" ] && return
+has ls || fail tool ls
+set -- $(ls -ldn "$p" 2>&4)
+[ "$3" = 0 ]
+}
+u=$(id -u 2>&4)
 r=${XDG_RUNTIME_DIR:+$XDG_RUNTIME_DIR/ferry}
 set -- "${XDG_CACHE_HOME:-${HOME:-/nonexistent}/.cache}/ferry" "$r" "/dev/shm/ferry-$u" "/tmp/ferry-$u" "/var/tmp/ferry-$u"
 for c in "$@"; do
 f="$c/$h"
-[ -n "$c" ] && [ -f "$f" ] || continue
+case $c in /?*) ;; *) continue ;; esac
+[ -f "$f" ] && [ -O "$c" ] && chmod 700 "$c" 2>&4 && safe "$c" || continue
 sum "$f"
 if [ "$v" = "$h" ]; then
 say hello "$a" cached "$t" "$c"
-exec "$f"
+umask "$w"
+exec "$f" 4>&-
 fi
 rm -f "$f"
 fail tampered "$f"
 done
+has dd || fail tool dd
+has wc || has ls || fail tool wc
 say hello "$a" need "$t"
+drop() {
+x=$1
+while [ -n "$e" ]; do
+[ "$x" = "$e" ] && return
+rmdir "$x" 2>&4 || return
+x=${x%/*}
+done
+}
 d=
-tried=
+y=
 for c in "$@"; do
-[ -n "$c" ] || continue
-tried="$tried $c"
+case $c in /?*) ;; *) continue ;; esac
+y="$y $c"
+e=
 if [ -d "$c" ]; then
-[ -O "$c" ] && chmod 700 "$c" 2>/dev/null || continue
+[ -O "$c" ] && chmod 700 "$c" 2>&4 && safe "$c" || continue
 else
-mkdir -p -m 700 "$c" 2>/dev/null || continue
+e=${c%/*}
+while [ -n "$e" ] && [ ! -d "$e" ]; do e=${e%/*}; done
+e=${e:-/}
+safe "$e" && mkdir -p -m 700 "$c" 2>&4 || continue
 fi
 x="$c/.probe-$n"
-: > "$x" 2>/dev/null && chmod 700 "$x" && "$x" 2>/dev/null && d=$c
+echo "#! /bin/sh" > "$x" 2>&4 && chmod 700 "$x" 2>&4 && "$x" 2>&4 && d=$c
 rm -f "$x"
 [ -n "$d" ] && break
+drop "$c"
 done
-[ -n "$d" ] || fail dir "$tried"
+[ -n "$d" ] || fail dir "$y"
 f="$d/$h"
-read -r c s z || exit 1
-[ "$c" = send ] || exit 1
 g="$d/.$h.$n"
+i=$g.h
+give() { rm -f "$g" "$i"; drop "$d"; fail "$@"; }
+size() {
+if has wc; then k=$(wc -c < "$1"); else set -- $(ls -ln "$1"); k=$5; fi
+k=$((k + 0))
+}
+take() {
+l=0
+while [ "$l" -lt "$1" ]; do
+o=$(LC_ALL=C dd bs=$(($1 - l)) count=1 2>&1 >> "$i") && q=0 || q=1
+size "$i"
+[ "$k" -gt "$l" ] && l=$k && continue
+[ $q = 1 ] || give corrupt "$l/$1"
+case $o in
+*emporar*) sleep 0.01 2>&4 || sleep 1 ;;
+*pace*) give space "$d" ;;
+*) give io $o ;;
+esac
+done
+}
+take 32
+read -r c s z < "$i"
+[ "$c" = send ] || give proto "$c"
+rm -f "$i"
 case $z in
-zstd) i="$g.zst" ;;
-gzip) i="$g.gz" ;;
+zstd) i=$g.zst ;;
+gzip) i=$g.gz ;;
 *) i=$g ;;
 esac
-: > "$i"
-l=0
-o=iflag=fullblock
-while [ "$l" -lt "$s" ]; do
-e=$o
-dd bs=$((s - l)) count=1 ${o:+"$o"} 2>/dev/null >> "$i" || o=
-k=$(wc -c < "$i")
-[ "$k" -gt "$l" ] || [ "$e" = "$o" ] || continue
-[ "$k" -gt "$l" ] || break
-l=$((k + 0))
-done
+take "$s"
 case $z in
-zstd) zstd -dq --rm "$i" 2>/dev/null ;;
-gzip) gzip -d "$i" 2>/dev/null ;;
+zstd) o=$(LC_ALL=C zstd -dq --rm "$i" 2>&1) ;;
+gzip) o=$(LC_ALL=C gzip -d "$i" 2>&1) ;;
 esac
+case $o in *pace*) give space "$d" ;; esac
 sum "$g"
-[ "$v" = "$h" ] || { rm -f "$g" "$i"; fail corrupt "$l/$s"; }
-chmod 700 "$g" && mv -f "$g" "$f" || fail dir "$d"
+[ "$v" = "$h" ] || give corrupt "$l/$s"
+chmod 700 "$g" && mv -f "$g" "$f" || give dir "$d"
 say ok "$d"
-exec "$f"
+umask "$w"
+exec "$f" 4>&-

@@ -115,7 +115,10 @@ async fn stage1_error(err: Stage1Error, images: &Images, child: Child) -> Launch
             }
         }
         Stage1Error::NoDirectory(tried) => LaunchError::NoDirectory { tried },
-        e @ (Stage1Error::Corrupt(_) | Stage1Error::Tampered(_) | Stage1Error::NoSha256Tool) => {
+        e @ Stage1Error::MissingTool(_) => LaunchError::MissingTool(e.to_string()),
+        Stage1Error::NoSpace(dir) => LaunchError::NoSpace { dir },
+        e @ Stage1Error::ReadFailed(_) => LaunchError::Terminated(e.to_string()),
+        e @ (Stage1Error::Corrupt(_) | Stage1Error::Tampered(_)) => {
             LaunchError::Verification(format!("{e}; run again to send a fresh copy"))
         }
         Stage1Error::Protocol(what) => LaunchError::Protocol(format!("loader said {what:?}")),

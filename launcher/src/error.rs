@@ -22,8 +22,13 @@ pub enum LaunchError {
     },
     #[error("no directory on the remote is writable and allows executing files (tried:{tried}); free one of them or set XDG_CACHE_HOME there")]
     NoDirectory { tried: String },
+    #[error("no space left in {dir} on the remote; the partial image was removed; free some space there, or set XDG_CACHE_HOME to a directory with room")]
+    NoSpace { dir: String },
     #[error("{0}")]
     Verification(String),
+    /// A program that ferry's loader needs (uname, dd, wc, a sha256 tool) is missing.
+    #[error("{0}")]
+    MissingTool(String),
     #[error("{0}")]
     NoShell(String),
     #[error("{0}")]
@@ -42,9 +47,9 @@ impl LaunchError {
             LaunchError::AuthenticationFailed { .. } => 202,
             LaunchError::UnknownHostKey { .. } | LaunchError::InvalidHostKey { .. } => 203,
             LaunchError::UnsupportedArch { .. } => 204,
-            LaunchError::NoDirectory { .. } => 205,
+            LaunchError::NoDirectory { .. } | LaunchError::NoSpace { .. } => 205,
             LaunchError::Verification(_) => 206,
-            LaunchError::NoShell(_) => 207,
+            LaunchError::NoShell(_) | LaunchError::MissingTool(_) => 207,
             LaunchError::Terminated(_) => 208,
             LaunchError::Protocol(_) => 209,
             LaunchError::Internal(_) => 210,
@@ -61,7 +66,9 @@ impl LaunchError {
             LaunchError::InvalidHostKey { .. } => problem::INVALID_HOSTKEY,
             LaunchError::UnsupportedArch { .. }
             | LaunchError::NoDirectory { .. }
-            | LaunchError::NoShell(_) => problem::NO_COCKPIT,
+            | LaunchError::NoSpace { .. }
+            | LaunchError::NoShell(_)
+            | LaunchError::MissingTool(_) => problem::NO_COCKPIT,
             LaunchError::Verification(_) | LaunchError::Internal(_) => problem::INTERNAL_ERROR,
             LaunchError::Terminated(_) => problem::TERMINATED,
             LaunchError::Protocol(_) => problem::PROTOCOL_ERROR,

@@ -93,14 +93,31 @@ pub enum Stage1Error {
     Corrupt(String),
     #[error("the cached bridge {0} did not match its sha256; it was deleted and not run")]
     Tampered(String),
-    #[error("the remote has no sha256 tool (sha256sum, shasum or openssl), so the bridge cannot be verified")]
-    NoSha256Tool,
+    /// A program the loader needs is missing on the remote: `uname`, `dd`, `wc` (or `ls`), or a
+    /// sha256 tool (reported as `sha256sum`; `shasum` or `openssl` would do as well).
+    #[error("{}", missing_tool(.0))]
+    MissingTool(String),
+    /// Writing the image filled the filesystem of this directory; nothing was left behind.
+    #[error(
+        "no space left in {0} on the remote; the partial image was removed and nothing was run"
+    )]
+    NoSpace(String),
+    /// The loader could not read the image from its stdin (the error as `dd` reported it).
+    #[error("the loader could not read the image: {0}")]
+    ReadFailed(String),
     #[error("the remote ended before the loader answered")]
     Closed { noise: Vec<String> },
     #[error("the loader said something unexpected: {0:?}")]
     Protocol(String),
     #[error("transport error during the handshake: {0}")]
     Io(#[from] io::Error),
+}
+
+fn missing_tool(tool: &str) -> String {
+    match tool {
+        "sha256sum" => "the remote has no sha256 tool (sha256sum, shasum or openssl), so the bridge cannot be verified; install coreutils or busybox there".to_owned(),
+        _ => format!("the remote has no `{tool}`, which ferry's loader needs; install coreutils or busybox there"),
+    }
 }
 
 /// Drive the loader to a running bridge.
@@ -157,9 +174,7 @@ where
         "sending bridge image"
     );
     let written = async {
-        writer
-            .write_all(format!("send {total} {}\n", codec.name()).as_bytes())
-            .await?;
+        writer.write_all(&header(total, codec)).await?;
         let mut sent = 0u64;
         for chunk in image.chunks(CHUNK) {
             writer.write_all(chunk).await?;
@@ -194,6 +209,18 @@ where
     Err(Stage1Error::Protocol(said))
 }
 
+/// Length of the line that announces an image: fixed, so that the loader reads it with the same
+/// exact-length reads as the image (a shell's `read` loses bytes on a non-blocking stdin).
+pub const HEADER_LEN: usize = 32;
+
+/// `send SIZE CODEC`, padded with spaces to [`HEADER_LEN`] bytes including its newline.
+fn header(size: u64, codec: Codec) -> Vec<u8> {
+    let mut line = format!("send {size} {}", codec.name()).into_bytes();
+    line.resize(HEADER_LEN - 1, b' ');
+    line.push(b'\n');
+    line
+}
+
 fn failure(said: &str) -> Stage1Error {
     let mut words = said.splitn(3, ' ').skip(1);
     let reason = words.next().unwrap_or_default();
@@ -203,7 +230,9 @@ fn failure(said: &str) -> Stage1Error {
         "dir" => Stage1Error::NoDirectory(detail),
         "corrupt" => Stage1Error::Corrupt(detail),
         "tampered" => Stage1Error::Tampered(detail),
-        "nosum" => Stage1Error::NoSha256Tool,
+        "tool" => Stage1Error::MissingTool(detail),
+        "space" => Stage1Error::NoSpace(detail),
+        "io" => Stage1Error::ReadFailed(detail),
         _ => Stage1Error::Protocol(said.to_owned()),
     }
 }
@@ -271,6 +300,25 @@ mod tests {
     }
 
     #[test]
+    fn header_has_a_fixed_length() {
+        for (size, codec) in [
+            (0, Codec::Raw),
+            (u64::MAX, Codec::Zstd),
+            (243_804, Codec::Gzip),
+        ] {
+            let h = header(size, codec);
+            assert_eq!(h.len(), HEADER_LEN);
+            assert_eq!(h.last(), Some(&b'\n'));
+            let words: Vec<String> = String::from_utf8(h)
+                .unwrap()
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect();
+            assert_eq!(words, ["send", &size.to_string(), codec.name()]);
+        }
+    }
+
+    #[test]
     fn failures_map() {
         assert!(
             matches!(failure("fail arch mips64"), Stage1Error::UnsupportedArch(a) if a == "mips64")
@@ -284,9 +332,16 @@ mod tests {
             Stage1Error::Corrupt(_)
         ));
         assert!(matches!(
-            failure("fail nosum zstd,"),
-            Stage1Error::NoSha256Tool
+            failure("fail tool uname"),
+            Stage1Error::MissingTool(t) if t == "uname"
         ));
+        assert!(matches!(
+            failure("fail space /tmp/ferry-0"),
+            Stage1Error::NoSpace(d) if d == "/tmp/ferry-0"
+        ));
+        assert!(failure("fail tool sha256sum")
+            .to_string()
+            .contains("shasum"));
         assert!(matches!(failure("fail what"), Stage1Error::Protocol(_)));
     }
 }

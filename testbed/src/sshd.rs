@@ -226,6 +226,8 @@ impl Sshd {
                 "known_hosts",
             );
         }
+        // root logs in with the same key (`PermitRootLogin prohibit-password`).
+        host("root", "root", self.port, "client_key", "known_hosts");
         let bash = layout::user("bash").name();
         host("refused", &bash, self.port, "refused_key", "known_hosts");
         host(
@@ -320,7 +322,7 @@ fn write_server_config(dir: &Path, port: u16) -> Result<(), SshdError> {
          PasswordAuthentication no\n\
          KbdInteractiveAuthentication no\n\
          PermitRootLogin prohibit-password\n\
-         AllowUsers {prefix}*\n\
+         AllowUsers {prefix}* root\n\
          MaxStartups 200\n\
          MaxSessions 100\n\
          MaxAuthTries 10\n\

@@ -14,10 +14,10 @@ use serde_json::json;
 
 use crate::harness::{frame, Output, Test};
 
-const HOST_ARCH: &str = std::env::consts::ARCH;
+pub(crate) const HOST_ARCH: &str = std::env::consts::ARCH;
 
 /// Files in `dir` named like a cached image (64 lower-case hex digits).
-fn cached_images(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn cached_images(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -35,7 +35,7 @@ fn cached_images(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// A fresh temporary directory.
-fn tempdir() -> tempfile::TempDir {
+pub(crate) fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix("ferry-it-")
         .tempdir()
@@ -43,14 +43,14 @@ fn tempdir() -> tempfile::TempDir {
 }
 
 /// Write an executable shell script.
-fn script(path: &Path, body: &str) {
+pub(crate) fn script(path: &Path, body: &str) {
     fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
     fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 /// stderr must end with ferry's one error line, `ferry: ...`, mentioning each of `words`; it is
 /// the only line from ferry (a hop program's own complaint may come before it).
-fn assert_one_error_line(output: &Output, words: &[&str]) {
+pub(crate) fn assert_one_error_line(output: &Output, words: &[&str]) {
     let stderr = output.stderr_str();
     let ours: Vec<&str> = stderr
         .lines()
@@ -70,7 +70,7 @@ fn assert_one_error_line(output: &Output, words: &[&str]) {
 /// A script for an `exec:` hop that runs the rest of its arguments where this user's fallback
 /// cache directories are empty (in the mount namespace of `unshare --mount`): the loader looks for
 /// a cached image there too, and other runs as the same user may have left one.
-fn isolating_hop(dir: &Path) -> String {
+pub(crate) fn isolating_hop(dir: &Path) -> String {
     let isolate = dir.join("isolate");
     script(
         &isolate,
