@@ -5,8 +5,6 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::Invocation;
 
-/// Longest line kept from the remote before the handshake; longer noise is discarded in pieces.
-const MAX_LINE: usize = 64 * 1024;
 /// Size of the pieces an image is written in (progress is reported after each).
 const CHUNK: usize = 64 * 1024;
 
@@ -78,8 +76,9 @@ pub struct Booted {
     pub payload_bytes: u64,
     /// How they were encoded, when sent.
     pub codec: Option<Codec>,
-    /// Lines before the handshake (login-script output), kept for diagnostics.
-    pub noise: Vec<String>,
+    /// What the remote printed before the handshake (login-script output), at most its last
+    /// 4 KiB, kept for diagnostics.
+    pub noise: String,
 }
 
 /// Why the loader did not start a bridge. Nothing was executed on the remote in any case.
@@ -96,7 +95,16 @@ pub enum Stage1Error {
     #[error("the remote has no sha256 tool (sha256sum, shasum or openssl), so the bridge cannot be verified")]
     NoSha256Tool,
     #[error("the remote ended before the loader answered")]
-    Closed { noise: Vec<String> },
+    Closed {
+        /// What the remote printed on the stream (its last 4 KiB), for quoting.
+        noise: String,
+    },
+    #[error("the loader did not answer within {} s", after.as_secs())]
+    Timeout {
+        after: std::time::Duration,
+        /// What the remote printed on the stream meanwhile (its last 4 KiB), for quoting.
+        noise: String,
+    },
     #[error("the loader said something unexpected: {0:?}")]
     Protocol(String),
     #[error("transport error during the handshake: {0}")]
@@ -121,8 +129,8 @@ where
     S: ImageSource + ?Sized,
 {
     let marker = invocation.marker();
-    let mut noise = Vec::new();
-    let said = next_said(reader, &marker, &mut noise).await?;
+    let mut noise = Noise::default();
+    let said = answer(invocation, reader, &marker, &mut noise).await?;
     let words: Vec<&str> = said.splitn(5, ' ').collect();
     let (arch, state, tools, dir) = match words.as_slice() {
         ["hello", arch, state, tools, dir] => (*arch, *state, Tools::parse(tools), *dir),
@@ -137,7 +145,7 @@ where
         tools,
         payload_bytes: 0,
         codec: None,
-        noise,
+        noise: noise.text(),
     };
     match state {
         "cached" => {
@@ -172,8 +180,7 @@ where
     if let Err(err) = written {
         // The loader picks its directory while the image travels, and may have given up: its
         // reason is the one to report, not the broken pipe.
-        let mut late_noise = Vec::new();
-        return match next_said(reader, &marker, &mut late_noise).await {
+        return match answer(invocation, reader, &marker, &mut noise).await {
             Ok(said) if said.starts_with("fail ") => Err(failure(&said)),
             _ => Err(err.into()),
         };
@@ -182,8 +189,7 @@ where
     booted.codec = Some(codec);
 
     // Lockstep: nothing more is written until the loader has answered.
-    let mut late_noise = Vec::new();
-    let said = next_said(reader, &marker, &mut late_noise).await?;
+    let said = answer(invocation, reader, &marker, &mut noise).await?;
     if let Some(dir) = said.strip_prefix("ok ") {
         booted.dir = dir.to_owned();
         return Ok(booted);
@@ -208,52 +214,118 @@ fn failure(said: &str) -> Stage1Error {
     }
 }
 
-/// The next line the loader said (after its marker), keeping earlier lines as noise.
-async fn next_said<R: AsyncBufRead + Unpin>(
+/// [`next_said`], waiting at most `invocation.timeout`.
+async fn answer<R: AsyncBufRead + Unpin>(
+    invocation: &Invocation,
     reader: &mut R,
     marker: &str,
-    noise: &mut Vec<String>,
+    noise: &mut Noise,
 ) -> Result<String, Stage1Error> {
-    loop {
-        let Some(line) = read_line_capped(reader).await? else {
-            return Err(Stage1Error::Closed {
-                noise: std::mem::take(noise),
-            });
-        };
-        let text = String::from_utf8_lossy(&line);
-        // Output without a final newline may run into the marker: look anywhere in the line.
-        if let Some(at) = text.find(marker) {
-            if at > 0 {
-                noise.push(text[..at].to_owned());
-            }
-            return Ok(text[at + marker.len()..].trim_end().to_owned());
-        }
-        tracing::debug!(line = %text.trim_end(), "remote output before the handshake");
-        if noise.len() < 100 {
-            noise.push(text.trim_end().to_owned());
-        }
+    let after = invocation.timeout;
+    match tokio::time::timeout(after, next_said(reader, marker, noise)).await {
+        Ok(said) => said,
+        Err(_) => Err(Stage1Error::Timeout {
+            after,
+            noise: noise.text(),
+        }),
     }
 }
 
-/// One line including its `\n`, at most [`MAX_LINE`] bytes; `None` at end of stream.
-async fn read_line_capped<R: AsyncBufRead + Unpin>(reader: &mut R) -> io::Result<Option<Vec<u8>>> {
+/// The most of the remote's own output kept for an error message.
+const NOISE_KEPT: usize = 4096;
+/// The longest line the loader itself prints (its directory names included).
+const MAX_SAID: usize = 16 * 1024;
+
+/// What the remote printed that was not the loader's (login-script output, a forced command's
+/// message): the last [`NOISE_KEPT`] bytes of it.
+#[derive(Default)]
+struct Noise {
+    tail: Vec<u8>,
+}
+
+impl Noise {
+    fn push(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        tracing::debug!(noise = %String::from_utf8_lossy(bytes), "remote output before the handshake");
+        self.tail.extend_from_slice(bytes);
+        if self.tail.len() > NOISE_KEPT {
+            let cut = self.tail.len() - NOISE_KEPT;
+            self.tail.drain(..cut);
+        }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.tail).into_owned()
+    }
+}
+
+/// Where `needle` starts in `hay`.
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The next line the loader said (after its marker), adding everything before it to `noise`.
+///
+/// The marker is found wherever it falls: in the middle of a line, across reads, after any amount
+/// of output without a newline. Nothing after the loader's line is consumed from `reader`.
+async fn next_said<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    marker: &str,
+    noise: &mut Noise,
+) -> Result<String, Stage1Error> {
+    let marker = marker.as_bytes();
+    // Bytes already consumed that may still be the start of the marker (fewer than its length).
+    let mut carry: Vec<u8> = Vec::new();
+    loop {
+        let buf = reader.fill_buf().await?;
+        if buf.is_empty() {
+            noise.push(&carry);
+            return Err(Stage1Error::Closed {
+                noise: noise.text(),
+            });
+        }
+        let mut joined = std::mem::take(&mut carry);
+        let before = joined.len();
+        joined.extend_from_slice(buf);
+        if let Some(at) = find(&joined, marker) {
+            noise.push(&joined[..at]);
+            // The marker ends inside `buf`: `carry` is shorter than the marker.
+            let used = at + marker.len() - before;
+            reader.consume(used);
+            break;
+        }
+        let keep = (marker.len() - 1).min(joined.len());
+        let cut = joined.len() - keep;
+        noise.push(&joined[..cut]);
+        carry = joined.split_off(cut);
+        let n = buf.len();
+        reader.consume(n);
+    }
+    // The rest of the loader's line, up to its newline and no further.
     let mut line = Vec::new();
     loop {
         let buf = reader.fill_buf().await?;
         if buf.is_empty() {
-            return Ok((!line.is_empty()).then_some(line));
+            break;
         }
-        let room = MAX_LINE - line.len();
-        let (take, end) = match buf.iter().take(room).position(|&b| b == b'\n') {
+        let (take, end) = match buf.iter().position(|&b| b == b'\n') {
             Some(nl) => (nl + 1, true),
-            None => (buf.len().min(room), line.len() + buf.len() >= MAX_LINE),
+            None => (buf.len(), false),
         };
         line.extend_from_slice(&buf[..take]);
         reader.consume(take);
         if end {
-            return Ok(Some(line));
+            break;
+        }
+        if line.len() > MAX_SAID {
+            return Err(Stage1Error::Protocol(format!(
+                "a line of more than {MAX_SAID} bytes"
+            )));
         }
     }
+    Ok(String::from_utf8_lossy(&line).trim_end().to_owned())
 }
 
 #[cfg(test)]
