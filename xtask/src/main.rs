@@ -6,6 +6,7 @@
 
 mod bench;
 mod fuzz;
+mod images;
 mod setup;
 mod test;
 mod util;
