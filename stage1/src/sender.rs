@@ -241,6 +241,8 @@ const MAX_SAID: usize = 16 * 1024;
 #[derive(Default)]
 struct Noise {
     tail: Vec<u8>,
+    /// The last bytes read, fewer than the marker's length, that may still begin it.
+    carry: Vec<u8>,
 }
 
 impl Noise {
@@ -256,8 +258,11 @@ impl Noise {
         }
     }
 
+    /// Everything kept, the carry included (for a loader that never spoke).
     fn text(&self) -> String {
-        String::from_utf8_lossy(&self.tail).into_owned()
+        let mut all = self.tail.clone();
+        all.extend_from_slice(&self.carry);
+        String::from_utf8_lossy(&all).into_owned()
     }
 }
 
@@ -276,17 +281,14 @@ async fn next_said<R: AsyncBufRead + Unpin>(
     noise: &mut Noise,
 ) -> Result<String, Stage1Error> {
     let marker = marker.as_bytes();
-    // Bytes already consumed that may still be the start of the marker (fewer than its length).
-    let mut carry: Vec<u8> = Vec::new();
     loop {
         let buf = reader.fill_buf().await?;
         if buf.is_empty() {
-            noise.push(&carry);
             return Err(Stage1Error::Closed {
                 noise: noise.text(),
             });
         }
-        let mut joined = std::mem::take(&mut carry);
+        let mut joined = std::mem::take(&mut noise.carry);
         let before = joined.len();
         joined.extend_from_slice(buf);
         if let Some(at) = find(&joined, marker) {
@@ -299,7 +301,7 @@ async fn next_said<R: AsyncBufRead + Unpin>(
         let keep = (marker.len() - 1).min(joined.len());
         let cut = joined.len() - keep;
         noise.push(&joined[..cut]);
-        carry = joined.split_off(cut);
+        noise.carry = joined.split_off(cut);
         let n = buf.len();
         reader.consume(n);
     }
