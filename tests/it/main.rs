@@ -5,3 +5,5 @@ mod harness;
 mod bootstrap;
 mod conformance;
 mod handshake;
+mod hop_words;
+mod ssh_config;
