@@ -6,4 +6,5 @@ mod bootstrap;
 mod conformance;
 mod handshake;
 mod hop_words;
+mod lifecycle;
 mod ssh_config;
