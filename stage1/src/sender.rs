@@ -363,4 +363,55 @@ mod tests {
         ));
         assert!(matches!(failure("fail what"), Stage1Error::Protocol(_)));
     }
+
+    /// The marker is found after noise of every length, whatever the reader's buffer size, and
+    /// exactly the bytes after the loader's line are left unread.
+    #[tokio::test]
+    async fn marker_found_across_every_buffer_boundary() {
+        let marker = "ferry-0123456789abcdef ";
+        for capacity in [1usize, 2, 7, 22, 23, 24, 64, 4096] {
+            let long: &[usize] = if capacity >= 64 {
+                &[65513, 65536, 70000]
+            } else {
+                &[]
+            };
+            for n in (0..3 * capacity.max(30)).chain(long.iter().copied()) {
+                let mut stream = vec![b'x'; n];
+                stream.extend_from_slice(marker.as_bytes());
+                stream.extend_from_slice(b"hello x86_64 cached zstd, /d\nFRAMES");
+                let mut reader = tokio::io::BufReader::with_capacity(capacity, &stream[..]);
+                let mut noise = Noise::default();
+                let said = next_said(&mut reader, marker, &mut noise).await.unwrap();
+                assert_eq!(
+                    said, "hello x86_64 cached zstd, /d",
+                    "cap {capacity}, noise {n}"
+                );
+                let mut rest = Vec::new();
+                tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut rest)
+                    .await
+                    .unwrap();
+                assert_eq!(rest, b"FRAMES", "cap {capacity}, noise {n}");
+                assert_eq!(
+                    noise.text().len(),
+                    n.min(NOISE_KEPT),
+                    "cap {capacity}, noise {n}"
+                );
+            }
+        }
+    }
+
+    /// Noise that only looks like the start of the marker is kept as noise and quoted.
+    #[tokio::test]
+    async fn partial_marker_is_noise() {
+        let marker = "ferry-0123456789abcdef ";
+        let stream = b"ferry-0123 said the remote".to_vec();
+        let mut reader = tokio::io::BufReader::with_capacity(8, &stream[..]);
+        let mut noise = Noise::default();
+        match next_said(&mut reader, marker, &mut noise).await {
+            Err(Stage1Error::Closed { noise }) => {
+                assert_eq!(noise, "ferry-0123 said the remote")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }
