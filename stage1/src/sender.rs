@@ -370,12 +370,14 @@ mod tests {
     async fn marker_found_across_every_buffer_boundary() {
         let marker = "ferry-0123456789abcdef ";
         for capacity in [1usize, 2, 7, 22, 23, 24, 64, 4096] {
-            let long: &[usize] = if capacity >= 64 {
-                &[65513, 65536, 70000]
-            } else {
-                &[]
-            };
-            for n in (0..3 * capacity.max(30)).chain(long.iter().copied()) {
+            let mut lengths: Vec<usize> = (0..=50).collect();
+            for k in 1..=3 {
+                lengths.extend((k * capacity).saturating_sub(24)..=k * capacity + 1);
+            }
+            if capacity >= 64 {
+                lengths.extend([65513, 65536, 70000]);
+            }
+            for n in lengths {
                 let mut stream = vec![b'x'; n];
                 stream.extend_from_slice(marker.as_bytes());
                 stream.extend_from_slice(b"hello x86_64 cached zstd, /d\nFRAMES");
