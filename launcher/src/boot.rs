@@ -174,7 +174,7 @@ async fn stage1_error(err: Stage1Error, images: &Images, child: Child) -> Launch
             child.kill().await;
             LaunchError::Timeout {
                 what: format!(
-                    "the remote did not start ferry's loader within {} s (--connect-timeout)",
+                    "no answer from ferry's loader within {} s (--connect-timeout)",
                     after.as_secs()
                 ),
                 said: quote(&noise),
