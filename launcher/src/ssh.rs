@@ -135,8 +135,7 @@ impl Master {
             .args(&self.dest.args)
             .arg("--")
             .arg(&self.dest.host)
-            .arg(command_line)
-            .kill_on_drop(true);
+            .arg(command_line);
         die_with_parent(&mut command);
         command
     }

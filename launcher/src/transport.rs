@@ -17,7 +17,9 @@ pub struct Transport {
     pub child: Child,
 }
 
-/// The route's first process (and its ssh master, if any). Dropping it kills both.
+/// The route's first process (and its ssh master, if any). Dropping it ends both: the process
+/// gets SIGTERM, so that a bridge (or a hop program such as `sudo`, which relays it) can end
+/// what it started; the master is killed.
 pub struct Child {
     process: tokio::process::Child,
     master: Option<Master>,
@@ -59,7 +61,7 @@ impl Child {
             Err(_) => {
                 tracing::debug!("the route did not end by itself; ending it");
                 let _ = self.process.start_kill();
-                self.process.wait().await.ok();
+                let _ = self.process.wait().await;
                 None
             }
         };
@@ -77,6 +79,19 @@ impl Child {
     async fn close(&mut self) {
         if let Some(master) = self.master.take() {
             master.close().await;
+        }
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if let Ok(None) = self.process.try_wait() {
+            if let Some(pid) = self.process.id() {
+                // SAFETY: kill has no memory-safety preconditions; pid is our own running child.
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGTERM);
+                }
+            }
         }
     }
 }
@@ -119,7 +134,6 @@ fn spawn(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .kill_on_drop(true)
         .spawn()?;
     let stdin = process.stdin.take().expect("stdin is piped");
     let stdout = process.stdout.take().expect("stdout is piped");

@@ -91,6 +91,27 @@ fn sighup_leaves_no_master_or_control_directory() {
 }
 
 #[test]
+fn sigterm_on_a_local_route_ends_the_command_too() {
+    // A command line no other process has.
+    let sleep = format!("300.{}", std::process::id());
+    let mut ferry = Test::new()
+        .args(["run", "local", "--", "sh", "-c"])
+        .arg(format!("echo started; exec sleep {sleep}"))
+        .status(128 + libc::SIGTERM)
+        .spawn();
+    ferry.wait_stdout("started");
+    ferry.signal(libc::SIGTERM);
+    ferry.finish();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !processes_mentioning(&format!("sleep {sleep}")).is_empty() {
+        if Instant::now() > deadline {
+            panic!("the command outlived ferry: sleep {sleep}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
 fn a_normal_end_leaves_no_master_or_control_directory() {
     require!(Component::Sshd);
     let runtime = tempdir();
