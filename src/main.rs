@@ -66,11 +66,25 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            // A command line that is not understood sent nothing, and says so if asked.
+            if err.use_stderr() && std::env::args_os().any(|a| a == "--stats") {
+                eprintln!("ferry: stats {}", Stats::default().to_json());
+            }
+            return ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2));
+        }
+    };
     init_logging(cli.verbose);
+    let show_stats = cli.stats;
     match real_main(cli) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
+            if show_stats {
+                eprintln!("ferry: stats {}", Stats::default().to_json());
+            }
             eprintln!("ferry: {err:#}");
             ExitCode::from(210)
         }

@@ -174,6 +174,15 @@ fn run_returns_when_a_background_job_holds_the_session() {
 
 #[test]
 fn stats_are_printed_on_failures_too() {
+    // A command line ferry does not understand.
+    let output = Test::new()
+        .args(["run", "--stats", "local"])
+        .status(2)
+        .run();
+    let stats = output.stats();
+    if stats.sent_bytes != 0 {
+        output.fail("nothing was sent");
+    }
     // Before anything was sent: a hop program that does not exist.
     let output = Test::new()
         .args([
