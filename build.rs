@@ -8,6 +8,9 @@
 //! command adding it. The host's own architecture is always present: without its musl target,
 //! the host's gnu target is linked statically instead, so `ferry run local` works on any machine.
 //!
+//! The script runs again when the toolchain's installed targets or components change, so either
+//! order of building ferry and adding targets ends with every image the toolchain can build.
+//!
 //! With the `rust-src` component installed, the standard library is rebuilt for the payload with
 //! `panic=immediate-abort` (the bridge never panics on input, and this drops the unwinding and
 //! backtrace machinery): the image shrinks by about half. That needs unstable flags, enabled
@@ -48,6 +51,18 @@ fn main() {
     let _ = fs::remove_dir_all(&out);
     fs::create_dir_all(&out).expect("create payload dir");
     let sysroot = rustc_sysroot();
+    // Which images can be built depends on the toolchain's installed targets and components:
+    // run again when they change (`rustup target add`, `rustup component add rust-src`), or a
+    // ferry built before they were installed would go on lacking images. rustup rewrites
+    // `lib/rustlib/components` on every such change; without rustup, watch the directory.
+    let rustlib = sysroot.join("lib/rustlib");
+    let components = rustlib.join("components");
+    let watched = if components.is_file() {
+        components
+    } else {
+        rustlib
+    };
+    println!("cargo:rerun-if-changed={}", watched.display());
     let host_arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
     let wanted = env::var("FERRY_PAYLOAD_TARGETS").ok();
     let build_std = env::var("FERRY_PAYLOAD_BUILD_STD").map_or(true, |v| v != "0");

@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ferry_launcher::{BootOptions, Hop, LaunchError, Route, Stats};
 use ferry_protocol::control;
+use tokio::signal::unix::{signal, SignalKind};
 
 #[derive(Parser)]
 #[command(
@@ -28,9 +29,14 @@ struct Cli {
     /// ssh config file for the first ssh hop (as `ssh -F`).
     #[arg(long, value_name = "FILE", env = "FERRY_SSH_CONFIG", global = true)]
     ssh_config: Option<PathBuf>,
-    /// Print what was sent on stderr at the end, as one JSON line.
+    /// Print what was sent on stderr at the end, as one JSON line (on every exit).
     #[arg(long, global = true)]
     stats: bool,
+    /// How long to wait for the connection, and for the remote to start ferry's loader after
+    /// its login scripts, before giving up with status 211.
+    #[arg(long, value_name = "SECS", default_value_t = 30, global = true,
+          value_parser = clap::value_parser!(u64).range(1..=86400))]
+    connect_timeout: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -60,11 +66,25 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            // A command line that is not understood sent nothing, and says so if asked.
+            if err.use_stderr() && std::env::args_os().any(|a| a == "--stats") {
+                eprintln!("ferry: stats {}", Stats::default().to_json());
+            }
+            return ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2));
+        }
+    };
     init_logging(cli.verbose);
+    let show_stats = cli.stats;
     match real_main(cli) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
+            if show_stats {
+                eprintln!("ferry: stats {}", Stats::default().to_json());
+            }
             eprintln!("ferry: {err:#}");
             ExitCode::from(210)
         }
@@ -91,44 +111,75 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
     let opts = BootOptions {
         ssh_config: cli.ssh_config.map(|p| p.to_string_lossy().into_owned()),
         progress: true,
+        timeout: std::time::Duration::from_secs(cli.connect_timeout),
+        meter: Default::default(),
     };
-    match cli.command {
-        Command::Payloads { unpack } => payloads_command(unpack),
-        Command::Run { hops, command } => {
-            let route = Route::new(hops);
-            let result = runtime()?.block_on(async {
-                let session = ferry_launcher::boot(&route, &payloads::images(), &opts).await?;
-                ferry_launcher::run(session, &command).await
-            });
-            Ok(finish(result, cli.stats, false))
+    let (route, command) = match cli.command {
+        Command::Payloads { unpack } => return payloads_command(unpack),
+        Command::Run { hops, command } => (Route::new(hops), Some(command)),
+        Command::Connect { hops } => (Route::new(hops), None),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let protocol = command.is_none();
+    let outcome = runtime.block_on(async {
+        let work = async {
+            let session = ferry_launcher::boot(&route, &payloads::images(), &opts).await?;
+            match &command {
+                Some(command) => ferry_launcher::run(session, command).await,
+                None => ferry_launcher::connect(session).await,
+            }
+        };
+        // Dropping `work` ends the route: its processes and the ssh master are killed, and the
+        // master's control directory removed.
+        tokio::select! {
+            result = work => Ok(result),
+            signal = terminated() => Err(signal),
         }
-        Command::Connect { hops } => {
-            let route = Route::new(hops);
-            let result = runtime()?.block_on(async {
-                let session = ferry_launcher::boot(&route, &payloads::images(), &opts).await?;
-                ferry_launcher::connect(session).await
-            });
-            Ok(finish(result, cli.stats, true))
+    });
+    // Reading stdin blocks a thread that nothing can wake: do not wait for it (a terminal
+    // would need Enter).
+    runtime.shutdown_background();
+    let stats = opts.meter.stats();
+    Ok(match outcome {
+        Ok(result) => finish(result.map(|(code, _)| code), &stats, cli.stats, protocol),
+        Err(signal) => {
+            if cli.stats {
+                eprintln!("ferry: stats {}", stats.to_json());
+            }
+            128 + signal as u8
         }
+    })
+}
+
+/// The first of SIGTERM, SIGINT and SIGHUP to arrive (its number). Never, if they cannot be
+/// watched.
+async fn terminated() -> i32 {
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::warn!("cannot watch for signals");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => 15,
+        _ = int.recv() => 2,
+        _ = hup.recv() => 1,
     }
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-}
-
-/// Report the outcome: stats, the error line, and in protocol mode an `init` with a problem.
-fn finish(result: Result<(i32, Stats), LaunchError>, show_stats: bool, protocol: bool) -> u8 {
+/// Report the outcome: stats (on every exit), the error line, and in protocol mode an `init`
+/// with a problem.
+fn finish(result: Result<i32, LaunchError>, stats: &Stats, show_stats: bool, protocol: bool) -> u8 {
+    if show_stats {
+        eprintln!("ferry: stats {}", stats.to_json());
+    }
     match result {
-        Ok((code, stats)) => {
-            if show_stats {
-                eprintln!("ferry: stats {}", stats.to_json());
-            }
-            u8::try_from(code).unwrap_or(255)
-        }
+        Ok(code) => u8::try_from(code).unwrap_or(255),
         Err(err) => {
             eprintln!("ferry: {err}");
             if protocol {

@@ -2,23 +2,60 @@
 
 use std::io::IsTerminal;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use ferry_stage1::{Booted, Invocation, Stage1Error};
 use tokio::io::{AsyncRead, AsyncWrite, BufReader};
 
 use crate::transport::{Child, Ended, Transport};
-use crate::{Images, LaunchError, Route};
+use crate::{Images, LaunchError, Route, Stats};
 
 /// Options that apply to every route.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct BootOptions {
-    /// An ssh config file for the first ssh hop (`ssh -F`).
+    /// An ssh config file for every ssh that ferry starts on this machine (`ssh -F`).
     pub ssh_config: Option<String>,
     /// Draw a progress bar while an image is sent (only ever on a terminal).
     pub progress: bool,
+    /// How long to wait for the ssh connection, and for each line of the loader (the first one
+    /// comes after the remote's login scripts).
+    pub timeout: Duration,
+    /// Where the run's costs are counted, for `--stats` on any exit.
+    pub meter: Arc<Meter>,
+}
+
+impl Default for BootOptions {
+    fn default() -> Self {
+        BootOptions {
+            ssh_config: None,
+            progress: false,
+            timeout: ferry_stage1::DEFAULT_TIMEOUT,
+            meter: Arc::default(),
+        }
+    }
+}
+
+/// What a run has cost so far: bytes written to the route, image bytes, whether a cached
+/// image ran. Shared with the caller, so that it can report on any exit, failures included.
+#[derive(Debug, Default)]
+pub struct Meter {
+    sent: AtomicU64,
+    payload: AtomicU64,
+    cached: AtomicBool,
+}
+
+impl Meter {
+    /// The figures so far.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            payload_bytes: self.payload.load(Ordering::Relaxed),
+            sent_bytes: self.sent.load(Ordering::Relaxed),
+            cached: self.cached.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// A bridge that has just been started: its frames come next on `reader`.
@@ -27,8 +64,8 @@ pub struct Session {
     pub reader: BufReader<Pin<Box<dyn AsyncRead + Send>>>,
     pub child: Child,
     pub booted: Booted,
-    /// Bytes written to the route so far (handshake, image and frames).
-    pub sent: Arc<AtomicU64>,
+    /// What was written to the route so far (handshake, image and frames).
+    pub meter: Arc<Meter>,
 }
 
 /// Start `route` and boot a bridge at its end.
@@ -37,17 +74,29 @@ pub async fn boot(
     images: &Images,
     opts: &BootOptions,
 ) -> Result<Session, LaunchError> {
-    let invocation = Invocation::new(images.offers());
-    let launch = route.launch(invocation.argv());
+    let mut invocation = Invocation::new(images.offers());
+    invocation.timeout = opts.timeout;
+    let launch = route
+        .launch(invocation.argv())
+        .map_err(|e| LaunchError::BadRoute(e.to_string()))?;
+    let started = Transport::start(launch, opts.ssh_config.as_deref());
     let Transport {
         stdin,
         stdout,
         child,
-    } = Transport::start(launch, opts.ssh_config.as_deref()).await?;
-    let sent = Arc::new(AtomicU64::new(0));
+    } = tokio::time::timeout(opts.timeout, started)
+        .await
+        .map_err(|_| LaunchError::Timeout {
+            what: format!(
+                "could not connect within {} s (--connect-timeout)",
+                opts.timeout.as_secs()
+            ),
+            said: String::new(),
+        })??;
+    let meter = opts.meter.clone();
     let mut writer: Pin<Box<dyn AsyncWrite + Send>> = Box::pin(Counting {
         inner: stdin,
-        count: sent.clone(),
+        meter: meter.clone(),
     });
     let mut reader = BufReader::with_capacity(64 * 1024, stdout);
 
@@ -74,6 +123,8 @@ pub async fn boot(
     }
     match result {
         Ok(booted) => {
+            meter.payload.store(booted.payload_bytes, Ordering::Relaxed);
+            meter.cached.store(booted.cached, Ordering::Relaxed);
             tracing::info!(
                 arch = %booted.arch,
                 cached = booted.cached,
@@ -86,7 +137,7 @@ pub async fn boot(
                 reader,
                 child,
                 booted,
-                sent,
+                meter,
             })
         }
         Err(err) => {
@@ -122,7 +173,54 @@ async fn stage1_error(err: Stage1Error, images: &Images, child: Child) -> Launch
             LaunchError::Verification(format!("{e}; run again to send a fresh copy"))
         }
         Stage1Error::Protocol(what) => LaunchError::Protocol(format!("loader said {what:?}")),
-        Stage1Error::Closed { .. } | Stage1Error::Io(_) => ended_early(child.wait().await),
+        Stage1Error::Timeout { after, noise } => {
+            child.kill().await;
+            LaunchError::Timeout {
+                what: format!(
+                    "no answer from ferry's loader within {} s (--connect-timeout)",
+                    after.as_secs()
+                ),
+                said: quote(&noise),
+            }
+        }
+        Stage1Error::Closed { noise } => with_said(ended_early(child.finish(GRACE).await), &noise),
+        Stage1Error::Io(_) => ended_early(child.finish(GRACE).await),
+    }
+}
+
+/// How long a route that has done its part may take to end by itself before it is ended.
+pub(crate) const GRACE: Duration = Duration::from_secs(2);
+
+/// The remote's own words, as one trimmed line for an error message: whitespace runs become one
+/// space, control characters go, and only the last 300 characters are kept.
+pub(crate) fn quote(noise: &str) -> String {
+    const KEEP: usize = 300;
+    let words: Vec<&str> = noise.split_whitespace().collect();
+    let line: String = words
+        .join(" ")
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect();
+    let count = line.chars().count();
+    if count > KEEP {
+        let tail: String = line.chars().skip(count - KEEP).collect();
+        format!("...{tail}")
+    } else {
+        line
+    }
+}
+
+/// Add what the remote printed to a failure that ended the route.
+pub(crate) fn with_said(err: LaunchError, noise: &str) -> LaunchError {
+    let said = quote(noise);
+    match err {
+        LaunchError::Terminated(what) if !said.is_empty() => {
+            LaunchError::Terminated(format!("{what}; the remote printed: \"{said}\""))
+        }
+        LaunchError::NoShell(what) if !said.is_empty() => {
+            LaunchError::NoShell(format!("{what}; the remote printed: \"{said}\""))
+        }
+        other => other,
     }
 }
 
@@ -154,7 +252,7 @@ pub(crate) fn ended_early(ended: Ended) -> LaunchError {
 /// Counts what is written through it.
 struct Counting {
     inner: Pin<Box<dyn AsyncWrite + Send>>,
-    count: Arc<AtomicU64>,
+    meter: Arc<Meter>,
 }
 
 impl AsyncWrite for Counting {
@@ -165,7 +263,7 @@ impl AsyncWrite for Counting {
     ) -> Poll<std::io::Result<usize>> {
         let poll = self.inner.as_mut().poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = poll {
-            self.count.fetch_add(n as u64, Ordering::Relaxed);
+            self.meter.sent.fetch_add(n as u64, Ordering::Relaxed);
         }
         poll
     }

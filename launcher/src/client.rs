@@ -1,8 +1,6 @@
 //! Using a booted bridge: `run` (one command through a `stream` channel) and `connect`
 //! (hand the protocol stream to the caller, byte for byte).
 
-use std::sync::atomic::Ordering;
-
 use bytes::Bytes;
 use ferry_protocol::control::{self, Message};
 use ferry_protocol::{Frame, FrameCodec};
@@ -11,7 +9,7 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
-use crate::boot::ended_early;
+use crate::boot::{ended_early, GRACE};
 use crate::{LaunchError, Session};
 
 /// What a run cost, for `--stats`.
@@ -33,14 +31,6 @@ impl Stats {
     }
 }
 
-fn stats(session: &Session) -> Stats {
-    Stats {
-        payload_bytes: session.booted.payload_bytes,
-        sent_bytes: session.sent.load(Ordering::Relaxed),
-        cached: session.booted.cached,
-    }
-}
-
 /// The channel `run` uses for its command.
 const CHANNEL: &str = "1";
 
@@ -48,13 +38,12 @@ const CHANNEL: &str = "1";
 ///
 /// Returns the exit status ferry should exit with: the command's own, or 128+N for signal N.
 pub async fn run(session: Session, command: &[String]) -> Result<(i32, Stats), LaunchError> {
-    let stats = stats(&session);
     let Session {
         writer,
         reader,
         child,
         booted: _,
-        sent,
+        meter,
     } = session;
     let mut frames = FramedRead::new(reader, FrameCodec::new());
     let mut sink = FramedWrite::new(writer, FrameCodec::new());
@@ -66,7 +55,7 @@ pub async fn run(session: Session, command: &[String]) -> Result<(i32, Stats), L
             .map_err(|e| LaunchError::Protocol(e.to_string()))?,
         Some(Ok(_)) => return Err(LaunchError::Protocol("bridge sent data before init".into())),
         Some(Err(e)) => return Err(LaunchError::Protocol(e.to_string())),
-        None => return Err(ended_early(child.wait().await)),
+        None => return Err(ended_early(child.finish(GRACE).await)),
     };
     if init.command != "init" {
         return Err(LaunchError::Protocol(format!(
@@ -147,17 +136,14 @@ pub async fn run(session: Session, command: &[String]) -> Result<(i32, Stats), L
         }
     };
     let _ = stdout.flush().await;
-    let stats = Stats {
-        sent_bytes: sent.load(Ordering::Relaxed),
-        ..stats
-    };
-    // End of our input: the bridge exits, and so does the route.
+    // End of our input: the bridge exits, and so does the route, unless something there holds
+    // it open (a background job of a login script): then it is ended, as `ssh` would.
     let mut writer = sink.into_inner();
     let _ = writer.shutdown().await;
     drop(writer);
     drop(frames);
-    let _ = child.wait().await;
-    Ok((code, stats))
+    let _ = child.finish(GRACE).await;
+    Ok((code, meter.stats()))
 }
 
 fn exit_code(close: &Message, command: &[String]) -> i32 {
@@ -187,20 +173,19 @@ fn exit_code(close: &Message, command: &[String]) -> i32 {
 ///
 /// Nothing is read from our stdin until the bridge has spoken (the handshake is lockstep).
 pub async fn connect(session: Session) -> Result<(i32, Stats), LaunchError> {
-    let stats = stats(&session);
     let Session {
         mut writer,
         mut reader,
         child,
         booted: _,
-        sent,
+        meter,
     } = session;
     let first = reader
         .fill_buf()
         .await
         .map_err(|e| LaunchError::Terminated(format!("lost the bridge: {e}")))?;
     if first.is_empty() {
-        return Err(ended_early(child.wait().await));
+        return Err(ended_early(child.finish(GRACE).await));
     }
     let upstream = tokio::spawn(async move {
         let mut stdin = tokio::io::stdin();
@@ -211,13 +196,9 @@ pub async fn connect(session: Session) -> Result<(i32, Stats), LaunchError> {
     let _ = tokio::io::copy(&mut reader, &mut stdout).await;
     let _ = stdout.flush().await;
     upstream.abort();
-    let code = match child.wait().await {
+    let code = match child.finish(GRACE).await {
         crate::transport::Ended::Code(c) => c,
         _ => 0,
     };
-    let stats = Stats {
-        sent_bytes: sent.load(Ordering::Relaxed),
-        ..stats
-    };
-    Ok((code, stats))
+    Ok((code, meter.stats()))
 }

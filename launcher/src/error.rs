@@ -37,6 +37,15 @@ pub enum LaunchError {
     Protocol(String),
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("{what}; {}", if said.is_empty() { "the remote printed nothing".to_owned() } else { format!("the remote printed: \"{said}\"") })]
+    Timeout {
+        /// What did not happen in time.
+        what: String,
+        /// What the remote printed meanwhile, as one trimmed line.
+        said: String,
+    },
+    #[error("bad route: {0}")]
+    BadRoute(String),
 }
 
 impl LaunchError {
@@ -53,6 +62,8 @@ impl LaunchError {
             LaunchError::Terminated(_) => 208,
             LaunchError::Protocol(_) => 209,
             LaunchError::Internal(_) => 210,
+            LaunchError::Timeout { .. } => 211,
+            LaunchError::BadRoute(_) => 2,
         }
     }
 
@@ -72,6 +83,8 @@ impl LaunchError {
             LaunchError::Verification(_) | LaunchError::Internal(_) => problem::INTERNAL_ERROR,
             LaunchError::Terminated(_) => problem::TERMINATED,
             LaunchError::Protocol(_) => problem::PROTOCOL_ERROR,
+            LaunchError::Timeout { .. } => problem::TIMEOUT,
+            LaunchError::BadRoute(_) => problem::NOT_SUPPORTED,
         }
     }
 

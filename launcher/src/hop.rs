@@ -1,6 +1,9 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::login_shell::{self, Unquotable};
+use crate::ssh::SESSION_OPTIONS;
+
 /// One step of a route: a way to run a command somewhere else.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Hop {
@@ -152,8 +155,12 @@ impl Route {
     /// Exec hops prefix their argv; an ssh hop turns everything after it into one command line
     /// for the remote login shell. An ssh hop that starts on this machine (nothing but `local`
     /// before it) uses the OpenSSH master connection; later ones are plain `ssh` commands run on
-    /// the previous machine, with that machine's own ssh configuration.
-    pub fn launch(&self, argv: Vec<String>) -> Launch {
+    /// the previous machine, with that machine's own ssh configuration, and with
+    /// [`SESSION_OPTIONS`](crate::ssh::SESSION_OPTIONS) so that it runs the command as given.
+    ///
+    /// Fails when a word after an ssh hop cannot pass through every login shell unchanged (see
+    /// [`login_shell`](crate::login_shell)).
+    pub fn launch(&self, argv: Vec<String>) -> Result<Launch, Unquotable> {
         let mut tail = argv;
         for (i, hop) in self.hops.iter().enumerate().rev() {
             match hop {
@@ -164,14 +171,15 @@ impl Route {
                     tail = v;
                 }
                 Hop::Ssh { port, .. } => {
-                    let command_line = shell_words::join(&tail);
+                    let command_line = login_shell::command_line(&tail)?;
                     if self.hops[..i].iter().all(|h| *h == Hop::Local) {
-                        return Launch::Ssh {
+                        return Ok(Launch::Ssh {
                             hop: hop.clone(),
                             command_line,
-                        };
+                        });
                     }
-                    let mut v = vec!["ssh".to_owned(), "-T".to_owned()];
+                    let mut v = vec!["ssh".to_owned()];
+                    v.extend(SESSION_OPTIONS.map(str::to_owned));
                     if let Some(p) = port {
                         v.extend(["-p".to_owned(), p.to_string()]);
                     }
@@ -182,7 +190,7 @@ impl Route {
                 }
             }
         }
-        Launch::Command(tail)
+        Ok(Launch::Command(tail))
     }
 }
 
@@ -251,7 +259,7 @@ mod tests {
             "exec:chroot /x".parse().unwrap(),
         ]);
         assert_eq!(
-            route.launch(argv.clone()),
+            route.launch(argv.clone()).unwrap(),
             Launch::Command(
                 ["sudo", "-n", "chroot", "/x", "sh", "-c", "echo $x"]
                     .map(String::from)
@@ -260,11 +268,26 @@ mod tests {
         );
         let route = Route::new(vec!["ssh:h".parse().unwrap(), "exec:sudo".parse().unwrap()]);
         assert_eq!(
-            route.launch(argv),
+            route.launch(argv.clone()).unwrap(),
             Launch::Ssh {
                 hop: ssh(None, "h", None),
                 command_line: "sudo sh -c 'echo $x'".into()
             }
         );
+        // A nested ssh hop runs the command as given, without a terminal.
+        let route = Route::new(vec!["ssh:h".parse().unwrap(), "ssh:u@g:2".parse().unwrap()]);
+        let Launch::Ssh { command_line, .. } = route.launch(argv).unwrap() else {
+            panic!("not an ssh launch");
+        };
+        assert!(
+            command_line.starts_with(
+                "ssh -T -o IgnoreUnknown=RemoteCommand -o RemoteCommand=none -o RequestTTY=no \
+                 -p 2 u@g -- "
+            ),
+            "{command_line}"
+        );
+        // What cannot pass every login shell is refused.
+        let route = Route::new(vec!["ssh:h".parse().unwrap()]);
+        assert!(route.launch(vec!["a\nb".into()]).is_err());
     }
 }

@@ -14,9 +14,11 @@ mod client;
 mod error;
 mod hop;
 mod images;
+pub mod login_shell;
+pub mod ssh;
 pub mod transport;
 
-pub use boot::{boot, BootOptions, Session};
+pub use boot::{boot, BootOptions, Meter, Session};
 pub use client::{connect, run, Stats};
 pub use error::LaunchError;
 pub use hop::{Hop, HopParseError, Route};

@@ -2,11 +2,12 @@
 
 use std::pin::Pin;
 use std::process::Stdio;
-use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::hop::{Hop, Launch};
+use crate::ssh::{Destination, Master};
 use crate::LaunchError;
 
 /// A running route: the pipe pair of the command at its far end.
@@ -16,15 +17,12 @@ pub struct Transport {
     pub child: Child,
 }
 
-/// The route's first process (and its ssh master, if any).
-pub struct Child(Process);
-
-enum Process {
-    Local(tokio::process::Child),
-    Ssh {
-        child: openssh::Child<Arc<openssh::Session>>,
-        session: Arc<openssh::Session>,
-    },
+/// The route's first process (and its ssh master, if any). Dropping it ends both: the process
+/// gets SIGTERM, so that a bridge (or a hop program such as `sudo`, which relays it) can end
+/// what it started; the master is killed.
+pub struct Child {
+    process: tokio::process::Child,
+    master: Option<Master>,
 }
 
 /// How the route's first process ended.
@@ -48,26 +46,65 @@ impl Transport {
 
 impl Child {
     /// Wait for the route's first process to end, then close its ssh master.
-    pub async fn wait(self) -> Ended {
-        use std::os::unix::process::ExitStatusExt;
-        let status = match self.0 {
-            Process::Local(mut child) => child.wait().await.ok(),
-            Process::Ssh { child, session } => {
-                let status = child.wait().await.ok();
-                if let Ok(session) = Arc::try_unwrap(session) {
-                    let _ = session.close().await;
-                }
-                status
+    pub async fn wait(mut self) -> Ended {
+        let status = self.process.wait().await.ok();
+        self.close().await;
+        ended(status)
+    }
+
+    /// Wait at most `grace` for the route to end by itself, then end it: what is left once the
+    /// bridge has said all it had to (a background job of a login script can hold an ssh session
+    /// open for good, as it would hold `ssh host command`).
+    pub async fn finish(mut self, grace: Duration) -> Ended {
+        let status = match tokio::time::timeout(grace, self.process.wait()).await {
+            Ok(status) => status.ok(),
+            Err(_) => {
+                tracing::debug!("the route did not end by itself; ending it");
+                let _ = self.process.start_kill();
+                let _ = self.process.wait().await;
+                None
             }
         };
-        match status {
-            Some(s) => match (s.code(), s.signal()) {
-                (Some(c), _) => Ended::Code(c),
-                (None, Some(sig)) => Ended::Signal(sig),
-                _ => Ended::Unknown,
-            },
-            None => Ended::Unknown,
+        self.close().await;
+        ended(status)
+    }
+
+    /// End the route now.
+    pub async fn kill(mut self) {
+        let _ = self.process.start_kill();
+        let _ = self.process.wait().await;
+        self.close().await;
+    }
+
+    async fn close(&mut self) {
+        if let Some(master) = self.master.take() {
+            master.close().await;
         }
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if let Ok(None) = self.process.try_wait() {
+            if let Some(pid) = self.process.id() {
+                // SAFETY: kill has no memory-safety preconditions; pid is our own running child.
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGTERM);
+                }
+            }
+        }
+    }
+}
+
+fn ended(status: Option<std::process::ExitStatus>) -> Ended {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Some(s) => match (s.code(), s.signal()) {
+            (Some(c), _) => Ended::Code(c),
+            (None, Some(sig)) => Ended::Signal(sig),
+            _ => Ended::Unknown,
+        },
+        None => Ended::Unknown,
     }
 }
 
@@ -76,28 +113,34 @@ fn start_local(argv: Vec<String>) -> Result<Transport, LaunchError> {
         .split_first()
         .ok_or_else(|| LaunchError::Internal("empty command".into()))?;
     tracing::debug!(program, "starting the route locally");
-    let mut child = tokio::process::Command::new(program)
-        .args(args)
+    let mut command = tokio::process::Command::new(program);
+    command.args(args);
+    spawn(command, None).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => LaunchError::NoShell(format!(
+            "{program}: program not found on this machine; check the first hop"
+        )),
+        std::io::ErrorKind::PermissionDenied => LaunchError::NoShell(format!(
+            "{program}: permission denied on this machine; check the first hop"
+        )),
+        _ => LaunchError::Internal(format!("cannot start {program}: {e}")),
+    })
+}
+
+fn spawn(
+    mut command: tokio::process::Command,
+    master: Option<Master>,
+) -> std::io::Result<Transport> {
+    let mut process = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => LaunchError::NoShell(format!(
-                "{program}: program not found on this machine; check the first hop"
-            )),
-            std::io::ErrorKind::PermissionDenied => LaunchError::NoShell(format!(
-                "{program}: permission denied on this machine; check the first hop"
-            )),
-            _ => LaunchError::Internal(format!("cannot start {program}: {e}")),
-        })?;
-    let stdin = child.stdin.take().expect("stdin is piped");
-    let stdout = child.stdout.take().expect("stdout is piped");
+        .spawn()?;
+    let stdin = process.stdin.take().expect("stdin is piped");
+    let stdout = process.stdout.take().expect("stdout is piped");
     Ok(Transport {
         stdin: Box::pin(stdin),
         stdout: Box::pin(stdout),
-        child: Child(Process::Local(child)),
+        child: Child { process, master },
     })
 }
 
@@ -109,68 +152,18 @@ async fn start_ssh(
     let Hop::Ssh { user, host, port } = hop else {
         return Err(LaunchError::Internal("not an ssh hop".into()));
     };
-    let mut builder = openssh::SessionBuilder::default();
-    builder
-        .known_hosts_check(openssh::KnownHosts::Strict)
-        .control_directory(control_dir())
-        // If ferry dies without closing it, the master leaves soon after its last use.
-        .control_persist(openssh::ControlPersist::IdleFor(
-            std::num::NonZeroUsize::new(30).expect("non-zero"),
-        ));
-    if let Some(u) = user {
-        builder.user(u.clone());
-    }
-    if let Some(p) = port {
-        builder.port(*p);
-    }
-    if let Some(cfg) = ssh_config {
-        builder.config_file(cfg);
-    }
     let dest = hop.ssh_destination().unwrap_or_default();
     let suggest = match port {
         Some(p) => format!("ssh -p {p} {dest}"),
         None => format!("ssh {dest}"),
     };
     tracing::debug!(%hop, "connecting with OpenSSH");
-    let session = builder
-        .connect(host)
-        .await
-        .map_err(|e| ssh_error(host, &suggest, &e))?;
-    let session = Arc::new(session);
-    let mut child = session
-        .clone()
-        .arc_raw_command(command_line)
-        .stdin(openssh::Stdio::piped())
-        .stdout(openssh::Stdio::piped())
-        .stderr(openssh::Stdio::inherit())
-        .spawn()
-        .await
-        .map_err(|e| ssh_error(host, &suggest, &e))?;
-    let stdin = child.stdin().take().expect("stdin is piped");
-    let stdout = child.stdout().take().expect("stdout is piped");
-    Ok(Transport {
-        stdin: Box::pin(stdin),
-        stdout: Box::pin(stdout),
-        child: Child(Process::Ssh { child, session }),
-    })
-}
-
-fn ssh_error(host: &str, suggest: &str, err: &openssh::Error) -> LaunchError {
-    use std::error::Error as _;
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        text.push('\n');
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    tracing::debug!(%text, "ssh failed");
-    LaunchError::from_ssh(host, suggest, &text)
-}
-
-fn control_dir() -> std::path::PathBuf {
-    std::env::var_os("XDG_RUNTIME_DIR")
-        .map(std::path::PathBuf::from)
-        .filter(|p| p.is_dir())
-        .unwrap_or_else(std::env::temp_dir)
+    let master = Master::connect(
+        Destination::new(host, user.as_deref(), *port, ssh_config),
+        &suggest,
+    )
+    .await?;
+    let command = master.command(command_line);
+    spawn(command, Some(master))
+        .map_err(|e| LaunchError::Internal(format!("cannot start ssh: {e}")))
 }

@@ -13,5 +13,5 @@
 mod script;
 mod sender;
 
-pub use script::{script, Invocation, SOURCE};
+pub use script::{script, Invocation, DEFAULT_TIMEOUT, SOURCE};
 pub use sender::{send, Booted, Codec, ImageSource, Stage1Error, Tools};

@@ -37,13 +37,20 @@ pub struct Invocation {
     pub nonce: String,
     /// `(arch, sha256 hex of the raw image)` for every image the sender has.
     pub images: Vec<(String, String)>,
+    /// How long [`send`](crate::send) waits for each line of the loader (the first one includes
+    /// connecting and the remote's login scripts): [`DEFAULT_TIMEOUT`] unless changed.
+    pub timeout: std::time::Duration,
 }
+
+/// How long the sender waits for the loader to speak, unless told otherwise.
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Invocation {
     pub fn new(images: Vec<(String, String)>) -> Self {
         Invocation {
             nonce: new_nonce(),
             images,
+            timeout: DEFAULT_TIMEOUT,
         }
     }
 

@@ -5,8 +5,6 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::Invocation;
 
-/// Longest line kept from the remote before the handshake; longer noise is discarded in pieces.
-const MAX_LINE: usize = 64 * 1024;
 /// Size of the pieces an image is written in (progress is reported after each).
 const CHUNK: usize = 64 * 1024;
 
@@ -78,8 +76,9 @@ pub struct Booted {
     pub payload_bytes: u64,
     /// How they were encoded, when sent.
     pub codec: Option<Codec>,
-    /// Lines before the handshake (login-script output), kept for diagnostics.
-    pub noise: Vec<String>,
+    /// What the remote printed before the handshake (login-script output), at most its last
+    /// 4 KiB, kept for diagnostics.
+    pub noise: String,
 }
 
 /// Why the loader did not start a bridge. Nothing was executed on the remote in any case.
@@ -106,7 +105,16 @@ pub enum Stage1Error {
     #[error("the loader could not read the image: {0}")]
     ReadFailed(String),
     #[error("the remote ended before the loader answered")]
-    Closed { noise: Vec<String> },
+    Closed {
+        /// What the remote printed on the stream (its last 4 KiB), for quoting.
+        noise: String,
+    },
+    #[error("the loader did not answer within {} s", after.as_secs())]
+    Timeout {
+        after: std::time::Duration,
+        /// What the remote printed on the stream meanwhile (its last 4 KiB), for quoting.
+        noise: String,
+    },
     #[error("the loader said something unexpected: {0:?}")]
     Protocol(String),
     #[error("transport error during the handshake: {0}")]
@@ -138,8 +146,8 @@ where
     S: ImageSource + ?Sized,
 {
     let marker = invocation.marker();
-    let mut noise = Vec::new();
-    let said = next_said(reader, &marker, &mut noise).await?;
+    let mut noise = Noise::default();
+    let said = answer(invocation, reader, &marker, &mut noise).await?;
     let words: Vec<&str> = said.splitn(5, ' ').collect();
     let (arch, state, tools, dir) = match words.as_slice() {
         ["hello", arch, state, tools, dir] => (*arch, *state, Tools::parse(tools), *dir),
@@ -154,7 +162,7 @@ where
         tools,
         payload_bytes: 0,
         codec: None,
-        noise,
+        noise: noise.text(),
     };
     match state {
         "cached" => {
@@ -187,8 +195,7 @@ where
     if let Err(err) = written {
         // The loader picks its directory while the image travels, and may have given up: its
         // reason is the one to report, not the broken pipe.
-        let mut late_noise = Vec::new();
-        return match next_said(reader, &marker, &mut late_noise).await {
+        return match answer(invocation, reader, &marker, &mut noise).await {
             Ok(said) if said.starts_with("fail ") => Err(failure(&said)),
             _ => Err(err.into()),
         };
@@ -197,8 +204,7 @@ where
     booted.codec = Some(codec);
 
     // Lockstep: nothing more is written until the loader has answered.
-    let mut late_noise = Vec::new();
-    let said = next_said(reader, &marker, &mut late_noise).await?;
+    let said = answer(invocation, reader, &marker, &mut noise).await?;
     if let Some(dir) = said.strip_prefix("ok ") {
         booted.dir = dir.to_owned();
         return Ok(booted);
@@ -237,52 +243,120 @@ fn failure(said: &str) -> Stage1Error {
     }
 }
 
-/// The next line the loader said (after its marker), keeping earlier lines as noise.
-async fn next_said<R: AsyncBufRead + Unpin>(
+/// [`next_said`], waiting at most `invocation.timeout`.
+async fn answer<R: AsyncBufRead + Unpin>(
+    invocation: &Invocation,
     reader: &mut R,
     marker: &str,
-    noise: &mut Vec<String>,
+    noise: &mut Noise,
 ) -> Result<String, Stage1Error> {
-    loop {
-        let Some(line) = read_line_capped(reader).await? else {
-            return Err(Stage1Error::Closed {
-                noise: std::mem::take(noise),
-            });
-        };
-        let text = String::from_utf8_lossy(&line);
-        // Output without a final newline may run into the marker: look anywhere in the line.
-        if let Some(at) = text.find(marker) {
-            if at > 0 {
-                noise.push(text[..at].to_owned());
-            }
-            return Ok(text[at + marker.len()..].trim_end().to_owned());
-        }
-        tracing::debug!(line = %text.trim_end(), "remote output before the handshake");
-        if noise.len() < 100 {
-            noise.push(text.trim_end().to_owned());
-        }
+    let after = invocation.timeout;
+    match tokio::time::timeout(after, next_said(reader, marker, noise)).await {
+        Ok(said) => said,
+        Err(_) => Err(Stage1Error::Timeout {
+            after,
+            noise: noise.text(),
+        }),
     }
 }
 
-/// One line including its `\n`, at most [`MAX_LINE`] bytes; `None` at end of stream.
-async fn read_line_capped<R: AsyncBufRead + Unpin>(reader: &mut R) -> io::Result<Option<Vec<u8>>> {
+/// The most of the remote's own output kept for an error message.
+const NOISE_KEPT: usize = 4096;
+/// The longest line the loader itself prints (its directory names included).
+const MAX_SAID: usize = 16 * 1024;
+
+/// What the remote printed that was not the loader's (login-script output, a forced command's
+/// message): the last [`NOISE_KEPT`] bytes of it.
+#[derive(Default)]
+struct Noise {
+    tail: Vec<u8>,
+    /// The last bytes read, fewer than the marker's length, that may still begin it.
+    carry: Vec<u8>,
+}
+
+impl Noise {
+    fn push(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        tracing::debug!(noise = %String::from_utf8_lossy(bytes), "remote output before the handshake");
+        self.tail.extend_from_slice(bytes);
+        if self.tail.len() > NOISE_KEPT {
+            let cut = self.tail.len() - NOISE_KEPT;
+            self.tail.drain(..cut);
+        }
+    }
+
+    /// Everything kept, the carry included (for a loader that never spoke).
+    fn text(&self) -> String {
+        let mut all = self.tail.clone();
+        all.extend_from_slice(&self.carry);
+        String::from_utf8_lossy(&all).into_owned()
+    }
+}
+
+/// Where `needle` starts in `hay`.
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The next line the loader said (after its marker), adding everything before it to `noise`.
+///
+/// The marker is found wherever it falls: in the middle of a line, across reads, after any amount
+/// of output without a newline. Nothing after the loader's line is consumed from `reader`.
+async fn next_said<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    marker: &str,
+    noise: &mut Noise,
+) -> Result<String, Stage1Error> {
+    let marker = marker.as_bytes();
+    loop {
+        let buf = reader.fill_buf().await?;
+        if buf.is_empty() {
+            return Err(Stage1Error::Closed {
+                noise: noise.text(),
+            });
+        }
+        let mut joined = std::mem::take(&mut noise.carry);
+        let before = joined.len();
+        joined.extend_from_slice(buf);
+        if let Some(at) = find(&joined, marker) {
+            noise.push(&joined[..at]);
+            // The marker ends inside `buf`: `carry` is shorter than the marker.
+            let used = at + marker.len() - before;
+            reader.consume(used);
+            break;
+        }
+        let keep = (marker.len() - 1).min(joined.len());
+        let cut = joined.len() - keep;
+        noise.push(&joined[..cut]);
+        noise.carry = joined.split_off(cut);
+        let n = buf.len();
+        reader.consume(n);
+    }
+    // The rest of the loader's line, up to its newline and no further.
     let mut line = Vec::new();
     loop {
         let buf = reader.fill_buf().await?;
         if buf.is_empty() {
-            return Ok((!line.is_empty()).then_some(line));
+            break;
         }
-        let room = MAX_LINE - line.len();
-        let (take, end) = match buf.iter().take(room).position(|&b| b == b'\n') {
+        let (take, end) = match buf.iter().position(|&b| b == b'\n') {
             Some(nl) => (nl + 1, true),
-            None => (buf.len().min(room), line.len() + buf.len() >= MAX_LINE),
+            None => (buf.len(), false),
         };
         line.extend_from_slice(&buf[..take]);
         reader.consume(take);
         if end {
-            return Ok(Some(line));
+            break;
+        }
+        if line.len() > MAX_SAID {
+            return Err(Stage1Error::Protocol(format!(
+                "a line of more than {MAX_SAID} bytes"
+            )));
         }
     }
+    Ok(String::from_utf8_lossy(&line).trim_end().to_owned())
 }
 
 #[cfg(test)]
@@ -343,5 +417,58 @@ mod tests {
             .to_string()
             .contains("shasum"));
         assert!(matches!(failure("fail what"), Stage1Error::Protocol(_)));
+    }
+
+    /// The marker is found after noise of every length, whatever the reader's buffer size, and
+    /// exactly the bytes after the loader's line are left unread.
+    #[tokio::test]
+    async fn marker_found_across_every_buffer_boundary() {
+        let marker = "ferry-0123456789abcdef ";
+        for capacity in [1usize, 2, 7, 22, 23, 24, 64, 4096] {
+            let mut lengths: Vec<usize> = (0..=50).collect();
+            for k in 1..=3 {
+                lengths.extend((k * capacity).saturating_sub(24)..=k * capacity + 1);
+            }
+            if capacity >= 64 {
+                lengths.extend([65513, 65536, 70000]);
+            }
+            for n in lengths {
+                let mut stream = vec![b'x'; n];
+                stream.extend_from_slice(marker.as_bytes());
+                stream.extend_from_slice(b"hello x86_64 cached zstd, /d\nFRAMES");
+                let mut reader = tokio::io::BufReader::with_capacity(capacity, &stream[..]);
+                let mut noise = Noise::default();
+                let said = next_said(&mut reader, marker, &mut noise).await.unwrap();
+                assert_eq!(
+                    said, "hello x86_64 cached zstd, /d",
+                    "cap {capacity}, noise {n}"
+                );
+                let mut rest = Vec::new();
+                tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut rest)
+                    .await
+                    .unwrap();
+                assert_eq!(rest, b"FRAMES", "cap {capacity}, noise {n}");
+                assert_eq!(
+                    noise.text().len(),
+                    n.min(NOISE_KEPT),
+                    "cap {capacity}, noise {n}"
+                );
+            }
+        }
+    }
+
+    /// Noise that only looks like the start of the marker is kept as noise and quoted.
+    #[tokio::test]
+    async fn partial_marker_is_noise() {
+        let marker = "ferry-0123456789abcdef ";
+        let stream = b"ferry-0123 said the remote".to_vec();
+        let mut reader = tokio::io::BufReader::with_capacity(8, &stream[..]);
+        let mut noise = Noise::default();
+        match next_said(&mut reader, marker, &mut noise).await {
+            Err(Stage1Error::Closed { noise }) => {
+                assert_eq!(noise, "ferry-0123 said the remote")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -58,6 +58,12 @@ pub struct Sshd {
 impl Sshd {
     /// Start a new server. Needs root (so that it can log in as the test users).
     pub fn start() -> Result<Sshd, SshdError> {
+        Sshd::start_with("")
+    }
+
+    /// Start a new server whose `sshd_config` ends with `extra` (e.g. `ForceCommand ...`, or
+    /// `Match` blocks), for tests of what a remote's own configuration does.
+    pub fn start_with(extra: &str) -> Result<Sshd, SshdError> {
         Component::Sshd.check().map_err(SshdError::Missing)?;
         if is_root() {
             fs::create_dir_all("/run/sshd").map_err(io_err("mkdir /run/sshd"))?;
@@ -100,7 +106,7 @@ impl Sshd {
         // A free port can be taken between our probe and sshd's bind: try a few.
         for _ in 0..5 {
             let port = free_port()?;
-            write_server_config(d, port)?;
+            write_server_config(d, port, extra)?;
             let log = d.join("sshd.log");
             let _ = fs::remove_file(&log);
             let mut command = Command::new("/usr/sbin/sshd");
@@ -183,6 +189,11 @@ impl Sshd {
             }
             sshd
         })
+    }
+
+    /// The listening server's process id (its sessions are its descendants).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The loopback port it listens on.
@@ -308,7 +319,7 @@ fn free_port() -> Result<u16, SshdError> {
         .port())
 }
 
-fn write_server_config(dir: &Path, port: u16) -> Result<(), SshdError> {
+fn write_server_config(dir: &Path, port: u16, extra: &str) -> Result<(), SshdError> {
     let config = format!(
         "# ferry test bed: loopback sshd\n\
          Port {port}\n\
@@ -331,7 +342,8 @@ fn write_server_config(dir: &Path, port: u16) -> Result<(), SshdError> {
          PrintLastLog no\n\
          X11Forwarding no\n\
          AllowAgentForwarding no\n\
-         LogLevel VERBOSE\n",
+         LogLevel VERBOSE\n\
+         {extra}\n",
         dir = dir.display(),
         prefix = layout::USER_PREFIX,
     );

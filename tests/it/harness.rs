@@ -601,9 +601,46 @@ impl Running {
         }
     }
 
+    /// ferry's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Wait until ferry's stdout holds `text` (within the test's timeout).
+    pub fn wait_stdout(&mut self, text: &str) {
+        let found = self.stdout.wait_for(self.deadline, |bytes, ended| {
+            if String::from_utf8_lossy(bytes).contains(text) {
+                Some(true)
+            } else {
+                ended.then_some(false)
+            }
+        });
+        if found != Some(true) {
+            self.abort(&format!("stdout never showed {text:?}"));
+        }
+    }
+
+    /// Send `signal` to ferry alone (not to its process group).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill has no memory-safety preconditions; this is ferry's own pid.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, signal);
+        }
+    }
+
+    /// Wait for ferry to exit with its stdin still open (as a terminal would leave it), and
+    /// check the expectations of the [`Test`].
+    pub fn finish_with_stdin_open(self) -> Output {
+        self.wait_exit()
+    }
+
     /// Close stdin, wait for ferry to exit, and check the expectations of the [`Test`].
     pub fn finish(mut self) -> Output {
         self.stdin = None;
+        self.wait_exit()
+    }
+
+    fn wait_exit(mut self) -> Output {
         let status = loop {
             match self.child.try_wait() {
                 Ok(Some(status)) => break status,

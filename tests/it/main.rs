@@ -4,4 +4,8 @@ mod harness;
 
 mod bootstrap;
 mod conformance;
+mod handshake;
+mod hop_words;
+mod lifecycle;
+mod ssh_config;
 mod loader;

@@ -6,6 +6,7 @@
 
 mod bench;
 mod fuzz;
+mod images;
 mod setup;
 mod test;
 mod util;
@@ -17,7 +18,9 @@ const USAGE: &str = "usage: cargo xtask <setup|test|bench [NAME...]>
   setup   install and prepare everything the test suite needs (idempotent; root for the parts
           that change the system, otherwise it says what is missing)
   test    setup, cargo fmt --check, clippy -D warnings, shellcheck, cargo test --workspace
-  bench   build ferry (release) and run the named benchmarks, e.g. `cargo xtask bench bootstrap`";
+  bench   build ferry (release) and run the named benchmarks, e.g. `cargo xtask bench bootstrap`
+  images  check that ferry carries every image the toolchain can build, in either build order
+          (part of `test`)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -29,6 +32,7 @@ fn main() -> ExitCode {
         "setup" => setup::run(),
         "test" => test::run(),
         "bench" => bench::run(rest),
+        "images" => images::check(),
         // Further commands (e.g. `fuzz`) are dispatched here, one line each.
         "fuzz" => fuzz::run(rest),
         "help" | "-h" | "--help" => {

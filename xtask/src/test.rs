@@ -100,6 +100,11 @@ pub fn run() -> Result<()> {
         Ok(None)
     });
 
+    step(&mut steps, "images follow the toolchain", || {
+        crate::images::check()?;
+        Ok(None)
+    });
+
     // Further checks go here, before the test suite.
 
     step(&mut steps, "cargo test", || {
