@@ -61,6 +61,23 @@ fn tree(dir: &Path) -> Vec<String> {
     out
 }
 
+/// A run with `HOME` set to `home` and no `XDG_CACHE_HOME`, so the loader derives its cache from
+/// the home.
+fn with_home(home: impl AsRef<Path>) -> Test {
+    Test::new()
+        .inherit_cache_home()
+        .env_remove("XDG_CACHE_HOME")
+        .env("HOME", home.as_ref())
+}
+
+/// `dir` must hold nothing after `output`'s run; `what` names it in the failure.
+fn assert_left_nothing(output: &Output, dir: &Path, what: &str) {
+    let left = tree(dir);
+    if !left.is_empty() {
+        output.fail(&format!("the run left {left:?} in {what}"));
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Who owns the directory: only the effective user's own, never another user's home
 
@@ -89,10 +106,7 @@ fn root_never_runs_a_cached_image_from_another_users_home() {
     for p in [home.join(".cache"), cache.clone(), cache.join(&sha)] {
         chown(&p, NOBODY);
     }
-    let output = Test::new()
-        .inherit_cache_home()
-        .env_remove("XDG_CACHE_HOME")
-        .env("HOME", &home)
+    let output = with_home(&home)
         .args(["run", "--stats", &isolating_hop(dir.path()), "--", "true"])
         .run();
     if output.stats().cached {
@@ -106,17 +120,11 @@ fn root_creates_nothing_in_another_users_home() {
     require!(Component::Unshare);
     let dir = tempdir();
     let home = foreign_home(dir.path());
-    let output = Test::new()
-        .inherit_cache_home()
-        .env_remove("XDG_CACHE_HOME")
-        .env("HOME", &home)
+    let output = with_home(&home)
         .args(["run", &isolating_hop(dir.path()), "--", "echo", "works"])
         .stdout("works\n")
         .run();
-    let left = tree(&home);
-    if !left.is_empty() {
-        output.fail(&format!("root left {left:?} in another user's home"));
-    }
+    assert_left_nothing(&output, &home, "another user's home");
 }
 
 /// The attacker's side of the race: `nobody` swaps a script and the genuine image in turn under
@@ -167,10 +175,7 @@ fn a_swapping_attacker_never_gets_code_run_as_root() {
     let hop = isolating_hop(dir.path());
     let mut ran = 0;
     for _ in 0..25 {
-        let output = Test::new()
-            .inherit_cache_home()
-            .env_remove("XDG_CACHE_HOME")
-            .env("HOME", &home)
+        let output = with_home(&home)
             .args(["run", &hop, "--", "true"])
             .any_status()
             .run();
@@ -379,10 +384,7 @@ fn without(leave_out: &[&str]) -> Vec<&'static str> {
 /// `ferry run HOP -- echo works` in a root without `leave_out`: it works, cold.
 fn works_without(leave_out: &[&str], dev: Dev) -> (tempfile::TempDir, Output) {
     let (root, hop) = mini_root(&without(leave_out), dev);
-    let output = Test::new()
-        .inherit_cache_home()
-        .env_remove("XDG_CACHE_HOME")
-        .env("HOME", "/root")
+    let output = with_home("/root")
         .args(["run", "--stats", &hop, "--", "echo", "works"])
         .stdout("works\n")
         .run();
@@ -396,10 +398,7 @@ fn works_without(leave_out: &[&str], dev: Dev) -> (tempfile::TempDir, Output) {
 fn names_missing(tool: &[&str], named: &str) {
     require!(Component::Root);
     let (_root, hop) = mini_root(&without(tool), Dev::Null);
-    let output = Test::new()
-        .inherit_cache_home()
-        .env_remove("XDG_CACHE_HOME")
-        .env("HOME", "/root")
+    let output = with_home("/root")
         .args(["run", &hop, "--", "echo", "works"])
         .status(207)
         .stdout_lacks("works")
@@ -444,10 +443,7 @@ fn an_old_dd_and_no_wc_still_work() {
         r#"case "$*" in *iflag*) echo "dd: unknown operand $*" >&2; exit 1 ;; esac
 exec /bin/busybox dd "$@""#,
     );
-    Test::new()
-        .inherit_cache_home()
-        .env_remove("XDG_CACHE_HOME")
-        .env("HOME", "/root")
+    with_home("/root")
         .args(["run", &hop, "--", "echo", "works"])
         .stdout("works\n")
         .run();
@@ -463,10 +459,7 @@ fn no_dev_and_no_proc() {
 fn an_empty_dev_stays_empty() {
     require!(Component::Root);
     let (root, output) = works_without(&[], Dev::Empty);
-    let left = tree(&root.path().join("dev"));
-    if !left.is_empty() {
-        output.fail(&format!("the loader created {left:?} in /dev"));
-    }
+    assert_left_nothing(&output, &root.path().join("dev"), "/dev");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -590,10 +583,7 @@ fn no_space(route: &[&str], size_kb: u64) {
         .stdout_lacks("works")
         .run();
     assert_one_error_line(&output, &["no space"]);
-    let left = disk.tree();
-    if !left.is_empty() {
-        output.fail(&format!("the full filesystem holds {left:?}"));
-    }
+    assert_left_nothing(&output, disk.path(), "the full filesystem");
 }
 
 /// Raw size of the host image, in KiB.

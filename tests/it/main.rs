@@ -7,5 +7,5 @@ mod conformance;
 mod handshake;
 mod hop_words;
 mod lifecycle;
-mod ssh_config;
 mod loader;
+mod ssh_config;
