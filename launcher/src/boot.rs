@@ -9,8 +9,9 @@ use std::task::{Context, Poll};
 use ferry_stage1::{Booted, Invocation, Stage1Error};
 use tokio::io::{AsyncRead, AsyncWrite, BufReader};
 
+use crate::chain::LegStats;
 use crate::transport::{Child, Ended, Transport};
-use crate::{Images, LaunchError, Route};
+use crate::{Hop, Images, LaunchError, Route};
 
 /// Options that apply to every route.
 #[derive(Clone, Debug, Default)]
@@ -29,21 +30,51 @@ pub struct Session {
     pub booted: Booted,
     /// Bytes written to the route so far (handshake, image and frames).
     pub sent: Arc<AtomicU64>,
+    /// The legs after the first, each started by the bridge before it (see [`Route::legs`]).
+    pub legs: Vec<LegStats>,
 }
 
 /// Start `route` and boot a bridge at its end.
+///
+/// The launcher starts the route's first leg and sends the image over it; every further leg
+/// is started by the bridge at the end of the leg before it, with its own image.
 pub async fn boot(
+    route: &Route,
+    images: &Images,
+    opts: &BootOptions,
+) -> Result<Session, LaunchError> {
+    let legs = route.legs();
+    let (first, rest) = legs.split_first().expect("a route has a first leg");
+    let mut session = boot_first(first, images, opts).await?;
+    for leg in rest {
+        match crate::chain::extend(&mut session, leg, images).await {
+            Ok(stats) => session.legs.push(stats),
+            Err(err) => {
+                let Session { child, .. } = session;
+                // Let the route end on its own (its last words reach stderr), but not forever.
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(5), child.wait()).await;
+                return Err(err);
+            }
+        }
+    }
+    Ok(session)
+}
+
+/// Start the first leg and boot a bridge at its end, sending the image it needs.
+async fn boot_first(
     route: &Route,
     images: &Images,
     opts: &BootOptions,
 ) -> Result<Session, LaunchError> {
     let invocation = Invocation::new(images.offers());
     let launch = route.launch(invocation.argv());
+    // A local door hop (sudo, podman, ...) explains its failures on stderr: keep its words.
+    let keep_stderr = route.door().is_some_and(|d| !matches!(d, Hop::Ssh { .. }));
     let Transport {
         stdin,
         stdout,
         child,
-    } = Transport::start(launch, opts.ssh_config.as_deref()).await?;
+    } = Transport::start(launch, opts.ssh_config.as_deref(), keep_stderr).await?;
     let sent = Arc::new(AtomicU64::new(0));
     let mut writer: Pin<Box<dyn AsyncWrite + Send>> = Box::pin(Counting {
         inner: stdin,
@@ -87,17 +118,23 @@ pub async fn boot(
                 child,
                 booted,
                 sent,
+                legs: Vec::new(),
             })
         }
         Err(err) => {
             drop(writer);
             drop(reader);
-            Err(stage1_error(err, images, child).await)
+            Err(stage1_error(err, images, child, route).await)
         }
     }
 }
 
-async fn stage1_error(err: Stage1Error, images: &Images, child: Child) -> LaunchError {
+async fn stage1_error(
+    err: Stage1Error,
+    images: &Images,
+    child: Child,
+    route: &Route,
+) -> LaunchError {
     match err {
         Stage1Error::UnsupportedArch(arch) => {
             let known = ["x86_64", "aarch64"];
@@ -119,7 +156,13 @@ async fn stage1_error(err: Stage1Error, images: &Images, child: Child) -> Launch
             LaunchError::Verification(format!("{e}; run again to send a fresh copy"))
         }
         Stage1Error::Protocol(what) => LaunchError::Protocol(format!("loader said {what:?}")),
-        Stage1Error::Closed { .. } | Stage1Error::Io(_) => ended_early(child.wait().await),
+        Stage1Error::Closed { .. } | Stage1Error::Io(_) => {
+            let tail = child.stderr_tail();
+            let ended = child.wait().await;
+            // The hop's own words name the cause (not allowed, no such user, ...) when they can.
+            tail.and_then(|tail| route.door()?.failure(&tail.text(), ended))
+                .unwrap_or_else(|| ended_early(ended))
+        }
     }
 }
 

@@ -20,6 +20,8 @@ pub struct Stats {
     pub payload_bytes: u64,
     pub sent_bytes: u64,
     pub cached: bool,
+    /// The legs after the first (started by the bridges, not by ferry).
+    pub legs: Vec<crate::LegStats>,
 }
 
 impl Stats {
@@ -28,6 +30,12 @@ impl Stats {
             "payload_bytes": self.payload_bytes,
             "sent_bytes": self.sent_bytes,
             "cached": self.cached,
+            "legs": self.legs.iter().map(|l| json!({
+                "leg": l.leg,
+                "arch": l.arch,
+                "cached": l.cached,
+                "payload_bytes": l.payload_bytes,
+            })).collect::<Vec<_>>(),
         })
         .to_string()
     }
@@ -38,6 +46,7 @@ fn stats(session: &Session) -> Stats {
         payload_bytes: session.booted.payload_bytes,
         sent_bytes: session.sent.load(Ordering::Relaxed),
         cached: session.booted.cached,
+        legs: session.legs.clone(),
     }
 }
 
@@ -55,6 +64,7 @@ pub async fn run(session: Session, command: &[String]) -> Result<(i32, Stats), L
         child,
         booted: _,
         sent,
+        legs: _,
     } = session;
     let mut frames = FramedRead::new(reader, FrameCodec::new());
     let mut sink = FramedWrite::new(writer, FrameCodec::new());
@@ -194,6 +204,7 @@ pub async fn connect(session: Session) -> Result<(i32, Stats), LaunchError> {
         child,
         booted: _,
         sent,
+        legs: _,
     } = session;
     let first = reader
         .fill_buf()

@@ -4,19 +4,23 @@
 //!   chain of them becomes one command.
 //! - [`transport`]: starting that command (system OpenSSH through the `openssh` crate for an ssh
 //!   first hop, a plain child process otherwise).
-//! - [`boot`]: the host side of the stage1 handshake, with the embedded [`Images`].
+//! - [`boot`]: the host side of the stage1 handshake, with the embedded [`Images`]; legs after
+//!   the first are started by the bridge before them (`chain`, self-replication).
 //! - [`run`] and [`connect`]: the two ways of using the booted bridge.
 //!
 //! Every failure is a [`LaunchError`], which knows its exit status and Cockpit `problem` code.
 
 mod boot;
+mod chain;
 mod client;
 mod error;
 mod hop;
 mod images;
+pub mod stderr;
 pub mod transport;
 
 pub use boot::{boot, BootOptions, Session};
+pub use chain::LegStats;
 pub use client::{connect, run, Stats};
 pub use error::LaunchError;
 pub use hop::{Hop, HopParseError, Route};

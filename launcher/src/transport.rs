@@ -16,8 +16,9 @@ pub struct Transport {
     pub child: Child,
 }
 
-/// The route's first process (and its ssh master, if any).
-pub struct Child(Process);
+/// The route's first process (and its ssh master, if any), and the last words of its stderr
+/// when they are kept (see [`crate::stderr`]).
+pub struct Child(Process, Option<crate::stderr::Tail>);
 
 enum Process {
     Local(tokio::process::Child),
@@ -38,17 +39,30 @@ pub enum Ended {
 impl Transport {
     /// Start `launch`. Errors are reported as what a user can fix: unknown host, refused key,
     /// missing program.
-    pub async fn start(launch: Launch, ssh_config: Option<&str>) -> Result<Transport, LaunchError> {
+    ///
+    /// With `keep_stderr`, a local first process's stderr is passed on through a pipe and its
+    /// last bytes are kept, so that a hop's own words can name its failure.
+    pub async fn start(
+        launch: Launch,
+        ssh_config: Option<&str>,
+        keep_stderr: bool,
+    ) -> Result<Transport, LaunchError> {
         match launch {
-            Launch::Command(argv) => start_local(argv),
+            Launch::Command(argv) => start_local(argv, keep_stderr),
             Launch::Ssh { hop, command_line } => start_ssh(&hop, &command_line, ssh_config).await,
         }
     }
 }
 
 impl Child {
+    /// What is kept of the first process's stderr (complete once [`Child::wait`] returned).
+    pub fn stderr_tail(&self) -> Option<crate::stderr::Tail> {
+        self.1.clone()
+    }
+
     /// Wait for the route's first process to end, then close its ssh master.
     pub async fn wait(self) -> Ended {
+        let tail = self.1;
         use std::os::unix::process::ExitStatusExt;
         let status = match self.0 {
             Process::Local(mut child) => child.wait().await.ok(),
@@ -60,6 +74,9 @@ impl Child {
                 status
             }
         };
+        if let Some(tail) = tail {
+            tail.finish().await;
+        }
         match status {
             Some(s) => match (s.code(), s.signal()) {
                 (Some(c), _) => Ended::Code(c),
@@ -71,7 +88,7 @@ impl Child {
     }
 }
 
-fn start_local(argv: Vec<String>) -> Result<Transport, LaunchError> {
+fn start_local(argv: Vec<String>, keep_stderr: bool) -> Result<Transport, LaunchError> {
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| LaunchError::Internal("empty command".into()))?;
@@ -80,7 +97,11 @@ fn start_local(argv: Vec<String>) -> Result<Transport, LaunchError> {
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(if keep_stderr {
+            Stdio::piped()
+        } else {
+            Stdio::inherit()
+        })
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| match e.kind() {
@@ -94,10 +115,11 @@ fn start_local(argv: Vec<String>) -> Result<Transport, LaunchError> {
         })?;
     let stdin = child.stdin.take().expect("stdin is piped");
     let stdout = child.stdout.take().expect("stdout is piped");
+    let tail = child.stderr.take().map(crate::stderr::Tail::pass_on);
     Ok(Transport {
         stdin: Box::pin(stdin),
         stdout: Box::pin(stdout),
-        child: Child(Process::Local(child)),
+        child: Child(Process::Local(child), tail),
     })
 }
 
@@ -151,7 +173,7 @@ async fn start_ssh(
     Ok(Transport {
         stdin: Box::pin(stdin),
         stdout: Box::pin(stdout),
-        child: Child(Process::Ssh { child, session }),
+        child: Child(Process::Ssh { child, session }, None),
     })
 }
 

@@ -14,6 +14,7 @@ pub mod interact;
 mod output;
 mod process;
 mod pty;
+mod replicate;
 mod router;
 pub mod utf8;
 

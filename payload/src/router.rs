@@ -13,7 +13,7 @@ use std::pin::Pin;
 use ferry_protocol::control::{self, Message};
 use ferry_protocol::{problem, Frame, FrameCodec, FrameError};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::codec::{FramedRead, FramedWrite};
@@ -64,15 +64,14 @@ struct Finished {
 
 /// How the session starts.
 struct Start {
-    /// Send the bridge's `init` first.
-    send_init: bool,
     /// Behave as if the peer had sent `init` with this host.
     assume_init: Option<String>,
 }
 
 /// Run the bridge on one transport (Cockpit frames) until the peer goes away.
 ///
-/// Sends the bridge's `init` first. Returns an error for a broken transport or protocol; for a
+/// Sends the bridge's `init` first. A `ferry-hop` request as the peer's first message makes
+/// this bridge start the route's next hop and relay to it instead (see `replicate`). Returns an error for a broken transport or protocol; for a
 /// protocol error the peer has then been sent a `close` with `problem: "protocol-error"`.
 /// Every channel's task (and child process) is gone when this returns.
 pub async fn run<R, W>(input: R, output: W) -> Result<(), FrameError>
@@ -80,14 +79,30 @@ where
     R: AsyncRead + Unpin,
     W: Transport,
 {
+    let mut output = output;
+    // The `init` goes first, before anything is read: a launcher waits for it.
+    output
+        .write_all(&crate::init_message().into_frame().to_bytes())
+        .await?;
+    output.flush().await?;
+    let mut frames = FramedRead::new(input, FrameCodec::new());
+    let first = frames.next().await;
+    if let Some(Ok(frame)) = &first {
+        // Before any `init`, a launcher may ask this bridge to start the route's next hop.
+        if crate::replicate::is_request(frame) {
+            let request = frame.parse_control()?;
+            return crate::replicate::serve(request, frames, output).await;
+        }
+    }
+    let frames: Frames<'_> = match first {
+        Some(first) => Box::pin(futures_util::stream::iter([first]).chain(frames)),
+        None => Box::pin(futures_util::stream::empty()),
+    };
     let pipe = output.pipe();
     serve(
-        Box::pin(FramedRead::new(input, FrameCodec::new())),
+        frames,
         Writer::Frames(Box::new(output), pipe),
-        Start {
-            send_init: true,
-            assume_init: None,
-        },
+        Start { assume_init: None },
     )
     .await
 }
@@ -106,7 +121,6 @@ where
             InteractCodec::new(boundary),
         ))),
         Start {
-            send_init: false,
             assume_init: Some("localhost".into()),
         },
     )
@@ -162,9 +176,6 @@ async fn serve(frames: Frames<'_>, writer: Writer, start: Start) -> Result<(), F
     let (out_tx, out_rx) = mpsc::channel::<Out>(OUT_QUEUE);
     let can_splice = writer.can_splice();
     let mut writer = tokio::spawn(write_out(writer, out_rx));
-    if start.send_init {
-        let _ = out_tx.send(crate::init_message().into_frame().into()).await;
-    }
     let mut router = Router {
         out: out_tx,
         can_splice,

@@ -17,7 +17,7 @@ use crate::harness::{frame, Output, Test};
 const HOST_ARCH: &str = std::env::consts::ARCH;
 
 /// Files in `dir` named like a cached image (64 lower-case hex digits).
-fn cached_images(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn cached_images(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -35,7 +35,7 @@ fn cached_images(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// A fresh temporary directory.
-fn tempdir() -> tempfile::TempDir {
+pub(crate) fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix("ferry-it-")
         .tempdir()
@@ -50,7 +50,7 @@ fn script(path: &Path, body: &str) {
 
 /// stderr must end with ferry's one error line, `ferry: ...`, mentioning each of `words`; it is
 /// the only line from ferry (a hop program's own complaint may come before it).
-fn assert_one_error_line(output: &Output, words: &[&str]) {
+pub(crate) fn assert_one_error_line(output: &Output, words: &[&str]) {
     let stderr = output.stderr_str();
     let ours: Vec<&str> = stderr
         .lines()
@@ -367,7 +367,7 @@ fn aarch64_chroot_runs_the_aarch64_bridge() {
 
 /// `exec:` hop that appends every byte reaching the remote's stdin to `log`, where no cached
 /// image is found but in `XDG_CACHE_HOME`.
-fn tee_hop(dir: &Path, log: &Path) -> String {
+pub(crate) fn tee_hop(dir: &Path, log: &Path) -> String {
     format!(
         r#"{} sh -c 'tee -a "$0" | "$@"' {}"#,
         isolating_hop(dir),

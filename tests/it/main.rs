@@ -4,3 +4,4 @@ mod harness;
 
 mod bootstrap;
 mod conformance;
+mod hops;

@@ -33,6 +33,13 @@ const PACKAGES: &[&str] = &[
     "cockpit-bridge",
     "cockpit-ws",
     "cockpit-system",
+    // Hops: doas, containers (runc: crun cannot run here), flatpak-spawn on a session bus.
+    "opendoas",
+    "podman",
+    "runc",
+    "flatpak",
+    "flatpak-xdg-utils",
+    "dbus",
 ];
 
 const RUST_TARGETS: &[&str] = &["x86_64-unknown-linux-musl", "aarch64-unknown-linux-musl"];
@@ -79,6 +86,7 @@ pub fn ensure() -> Result<usize> {
     setup.aarch64_root()?;
     setup.ash_shell()?;
     setup.users()?;
+    setup.privilege_rules()?;
     for m in &setup.missing {
         eprintln!("setup: MISSING {}\n         get it with: {}", m.what, m.how);
     }
@@ -478,6 +486,34 @@ impl Setup {
                 ferry_testbed::ensure_noexec_home()
                     .with_context(|| format!("mount the noexec home {}", home.display()))?;
             }
+        }
+        Ok(())
+    }
+}
+
+impl Setup {
+    /// The sudoers drop-in and doas.conf of the hop tests (see `ferry_testbed::sudoers`).
+    fn privilege_rules(&mut self) -> Result<()> {
+        for (path, content, mode) in [
+            (ferry_testbed::SUDOERS_FILE, ferry_testbed::sudoers(), 0o440),
+            (ferry_testbed::DOAS_CONF, ferry_testbed::doas_conf(), 0o400),
+        ] {
+            if fs::read_to_string(path).ok().as_deref() == Some(content.as_str()) {
+                continue;
+            }
+            if !self.root {
+                self.missing(path, "`cargo xtask setup` as root");
+                continue;
+            }
+            println!("setup: writing {path}");
+            let staging = format!("{path}.ferry-new");
+            fs::write(&staging, &content)?;
+            fs::set_permissions(&staging, fs::Permissions::from_mode(mode))?;
+            if path == ferry_testbed::SUDOERS_FILE {
+                // A broken sudoers file locks everyone out of sudo: check it first.
+                run_command(Command::new("visudo").args(["-c", "-q", "-f", &staging]))?;
+            }
+            fs::rename(&staging, path)?;
         }
         Ok(())
     }

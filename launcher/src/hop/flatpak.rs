@@ -1,0 +1,37 @@
+//! `flatpak-host`: `flatpak-spawn --host`, to leave a Flatpak sandbox for its host.
+
+use crate::transport::Ended;
+use crate::LaunchError;
+
+/// Where Debian's flatpak-xdg-utils keeps the program when it is not on `PATH` (outside a
+/// sandbox; inside one it is `/usr/bin/flatpak-spawn`).
+const LIBEXEC: &str = "/usr/libexec/flatpak-xdg-utils/flatpak-spawn";
+
+/// The command prefix: `flatpak-spawn --host`.
+pub(crate) fn argv() -> Vec<String> {
+    let on_path = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|d| d.join("flatpak-spawn").is_file())
+    });
+    let program = if !on_path && std::path::Path::new(LIBEXEC).is_file() {
+        LIBEXEC
+    } else {
+        "flatpak-spawn"
+    };
+    vec![program.to_owned(), "--host".to_owned()]
+}
+
+/// Name a failure from flatpak-spawn's own words.
+pub(crate) fn failure(hop: &str, stderr: &str, _ended: Ended) -> Option<LaunchError> {
+    let words = super::line_with(stderr, "")?;
+    if words.contains("org.freedesktop.Flatpak")
+        || words.contains("session bus")
+        || words.contains("DBUS_SESSION_BUS_ADDRESS")
+    {
+        Some(LaunchError::HopDenied {
+            hop: hop.to_owned(),
+            words,
+        })
+    } else {
+        None
+    }
+}

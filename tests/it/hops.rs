@@ -1,0 +1,157 @@
+//! Routes of several legs, and the hops that switch user or enter a container.
+//!
+//! A leg is a door hop (ssh, sudo, su, doas, podman, docker, flatpak-host) with the `exec:` and
+//! `local` hops after it. ferry starts the first leg and sends the image over it; each further
+//! leg is started by the bridge before it, with that bridge's own image (self-replication).
+
+use std::fs;
+
+use ferry_testbed::{require, Component};
+use serde_json::{json, Value};
+
+use crate::bootstrap::{cached_images, tee_hop, tempdir};
+use crate::harness::{Output, Test};
+
+/// The `--stats` line as JSON.
+fn stats(output: &Output) -> Value {
+    let text = output.stderr_str();
+    let Some(line) = text.lines().find_map(|l| l.strip_prefix("ferry: stats ")) else {
+        output.fail("stderr has no `ferry: stats` line")
+    };
+    serde_json::from_str(line).unwrap_or_else(|e| output.fail(&format!("stats: {e}")))
+}
+
+/// The size of one image as ferry sends it (zstd), from `ferry payloads`.
+fn image_size(arch: &str) -> u64 {
+    let list = Test::new().args(["payloads"]).run().stdout_str();
+    list.lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|w| w.first() == Some(&arch))
+        .and_then(|w| w.get(3)?.parse().ok())
+        .unwrap_or_else(|| panic!("`ferry payloads` has no {arch} row:\n{list}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Self-replication
+
+#[test]
+fn the_first_bridge_starts_the_second_leg() {
+    require!(Component::Sudo);
+    let output = Test::new()
+        .args(["run", "--stats", "sudo", "sudo:ferry-bash", "--"])
+        .args(["sh", "-c", "id -un; cat"])
+        .stdin("through two bridges\n")
+        .stdout("ferry-bash\nthrough two bridges\n")
+        .run();
+    let legs = stats(&output)["legs"].clone();
+    let [leg] = legs.as_array().map(Vec::as_slice).unwrap_or_default() else {
+        output.fail(&format!("expected one leg after the first: {legs}"));
+    };
+    if leg["leg"] != "sudo:ferry-bash" || leg["arch"] != std::env::consts::ARCH {
+        output.fail(&format!("unexpected leg: {leg}"));
+    }
+}
+
+#[test]
+fn a_warm_first_leg_carries_no_image_to_a_cold_second_leg() {
+    require!(Component::Unshare);
+    require!(Component::Sudo);
+    let dir = tempdir();
+    let log = dir.path().join("stdin.log");
+    // Everything written to the first leg's loader and bridge is appended to `log`.
+    let tee = tee_hop(dir.path(), &log);
+    let tee = tee.strip_prefix("exec:").expect("an exec hop");
+    let first = format!("exec:{tee}");
+    // Warm the first leg (root's cache: sudo drops XDG_CACHE_HOME).
+    let warmup = Test::new()
+        .args(["run", "--stats", "sudo", &first, "--", "true"])
+        .run();
+    let logged = || fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    let before = logged();
+    // The second leg's user starts cold: only this test logs in as ferry-cold.
+    let cold = ferry_testbed::user("cold");
+    let cold_cache = cold.home().join(".cache/ferry");
+    let _ = fs::remove_dir_all(&cold_cache);
+
+    let output = Test::new()
+        .args([
+            "run",
+            "--stats",
+            "sudo",
+            &first,
+            "sudo:ferry-cold",
+            "--",
+            "id",
+            "-un",
+        ])
+        .stdout("ferry-cold\n")
+        .run();
+    let crossed = logged() - before;
+    if crossed == 0 {
+        output.fail("nothing crossed the first hop: the count is broken");
+    }
+    let stats = stats(&output);
+    let leg = &stats["legs"][0];
+    if stats["cached"] != true || stats["payload_bytes"] != 0 {
+        output.fail(&format!("the first leg must be warm: {stats}"));
+    }
+    let raw = leg["payload_bytes"].as_u64().unwrap_or(0);
+    if leg["cached"] != false || raw < 100_000 {
+        output.fail(&format!(
+            "the second leg must be cold and get an image: {stats}"
+        ));
+    }
+    if cached_images(&cold_cache).is_empty() {
+        output.fail("no image was cached for ferry-cold");
+    }
+    // One image as ferry sends it (compressed), from the cold start of the warm-up or earlier.
+    let one_image = image_size(std::env::consts::ARCH);
+    if crossed * 10 > one_image {
+        output.fail(&format!(
+            "{crossed} bytes crossed the first hop: more than 0.1x one image ({one_image} bytes); \
+             warm-up stats: {}",
+            warmup.stderr_str()
+        ));
+    }
+}
+
+#[test]
+fn when_the_next_leg_ends_its_channels_close_with_terminated() {
+    require!(Component::Sudo);
+    let mut ferry = Test::new()
+        .args(["connect", "sudo", "sudo:ferry-bash"])
+        .any_status()
+        .spawn();
+    let (before, init) = ferry.recv_control();
+    assert!(before.is_empty(), "frames before init: {before:?}");
+    assert_eq!(init["command"], "init", "{init}");
+    ferry.send_control(&json!({"command": "init", "version": 1, "host": "localhost"}));
+    ferry.send_control(&json!({"command": "open", "channel": "a", "payload": "echo"}));
+    let (_, ready) = ferry.recv_control();
+    assert_eq!(ready["command"], "ready", "{ready}");
+    // A process of the last bridge kills that bridge.
+    ferry.send_control(&json!({
+        "command": "open", "channel": "b", "payload": "stream",
+        "spawn": ["sh", "-c", "kill -KILL $PPID"],
+    }));
+    let mut closed = Vec::new();
+    let transport = loop {
+        let (_, msg) = ferry.recv_control();
+        if msg["command"] != "close" {
+            continue;
+        }
+        if msg.get("channel").is_none() {
+            break msg;
+        }
+        closed.push(msg);
+    };
+    assert_eq!(transport["problem"], "terminated", "{transport}");
+    for id in ["a", "b"] {
+        let close = closed
+            .iter()
+            .find(|m| m["channel"] == id)
+            .unwrap_or_else(|| panic!("no close for channel {id}: {closed:?}"));
+        assert_eq!(close["problem"], "terminated", "{close}");
+    }
+    ferry.finish();
+}
