@@ -212,13 +212,42 @@ fn with_user(f: &mut fmt::Formatter<'_>, kind: &str, user: Option<&str>) -> fmt:
     }
 }
 
-/// The first line of `stderr` that contains `tag`, trimmed: a tool's own words.
-fn line_with(stderr: &str, tag: &str) -> Option<String> {
-    stderr
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty() && l.contains(tag))
-        .map(str::to_owned)
+/// What a tool's words say about why it failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Said {
+    NotAllowed,
+    Password,
+    NoUser,
+    NoContainer,
+    Stopped,
+}
+
+/// The first line of `stderr` that contains one of the `phrases` (compared case-insensitively),
+/// trimmed, with what it says: a tool's own words.
+fn words(stderr: &str, phrases: &[(&str, Said)]) -> Option<(String, Said)> {
+    stderr.lines().map(str::trim).find_map(|line| {
+        let lower = line.to_lowercase();
+        phrases
+            .iter()
+            .find(|(p, _)| lower.contains(&p.to_lowercase()))
+            .map(|(_, said)| (line.to_owned(), *said))
+    })
+}
+
+/// The [`LaunchError`] for what a hop's tool said.
+fn said_error(hop: &str, words: String, said: Said, start: impl FnOnce() -> String) -> LaunchError {
+    let hop = hop.to_owned();
+    match said {
+        Said::NotAllowed => LaunchError::HopDenied { hop, words },
+        Said::Password => LaunchError::PasswordRequired { hop, words },
+        Said::NoUser => LaunchError::NoSuchUser { hop, words },
+        Said::NoContainer => LaunchError::NoContainer { hop, words },
+        Said::Stopped => LaunchError::ContainerStopped {
+            hop,
+            words,
+            start: start(),
+        },
+    }
 }
 
 impl Hop {

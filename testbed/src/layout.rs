@@ -143,6 +143,18 @@ pub fn users() -> Vec<UserSpec> {
             noise: sh_noise_files(&[".bashrc", ".profile"]),
         },
         UserSpec {
+            short: "pw",
+            shell: "/bin/bash".into(),
+            home_kind: HomeKind::Normal,
+            noise: sh_noise_files(&[".bashrc", ".profile"]),
+        },
+        UserSpec {
+            short: "limited",
+            shell: "/bin/bash".into(),
+            home_kind: HomeKind::Normal,
+            noise: sh_noise_files(&[".bashrc", ".profile"]),
+        },
+        UserSpec {
             short: "cold",
             shell: "/bin/bash".into(),
             home_kind: HomeKind::Normal,

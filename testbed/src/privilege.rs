@@ -2,6 +2,8 @@
 //!
 //! - `ferry-sudoer` may run anything as anyone through sudo and doas without a password;
 //! - `ferry-tty` may too through sudo, but sudo insists on a terminal (`requiretty`);
+//! - `ferry-pw` may become root through sudo with a password;
+//! - `ferry-limited` may become `ferry-bash` through sudo (no password asked), and nobody else;
 //! - every other test user is in no rule (sudo: "not in the sudoers file").
 
 /// The sudoers drop-in (mode 0440).
@@ -15,7 +17,10 @@ pub fn sudoers() -> String {
     "# ferry test bed: sudo rules for the hop tests\n\
      Defaults:ferry-tty requiretty\n\
      ferry-sudoer ALL=(ALL:ALL) NOPASSWD: ALL\n\
-     ferry-tty ALL=(ALL:ALL) NOPASSWD: ALL\n"
+     ferry-tty ALL=(ALL:ALL) NOPASSWD: ALL\n\
+     ferry-pw ALL=(root) ALL\n\
+     Defaults:ferry-limited !authenticate\n\
+     ferry-limited ALL=(ferry-bash) ALL\n"
         .to_owned()
 }
 

@@ -29,6 +29,10 @@ pub enum Component {
     Sudo,
     /// doas (Debian's opendoas) with the test bed's rules ([`crate::doas_conf`]).
     Doas,
+    /// podman with runc, root, and the test containers ([`crate::ensure_containers`]).
+    Podman,
+    /// `dbus-daemon`, `flatpak-session-helper` and `flatpak-spawn` (see [`crate::SessionBus`]).
+    FlatpakSpawn,
 }
 
 impl fmt::Display for Component {
@@ -44,6 +48,8 @@ impl fmt::Display for Component {
             Component::Unshare => f.write_str("unshare"),
             Component::Sudo => f.write_str("sudo with the test bed's rules"),
             Component::Doas => f.write_str("doas with the test bed's rules"),
+            Component::Podman => f.write_str("podman and the test containers"),
+            Component::FlatpakSpawn => f.write_str("flatpak-spawn and a session bus"),
         }
     }
 }
@@ -158,13 +164,31 @@ impl Component {
                 executable("/usr/bin/sudo")?;
                 root()?;
                 rules(crate::SUDOERS_FILE, &crate::sudoers())?;
-                ["sudoer", "tty", "cold"].iter().try_for_each(|u| user(u))
+                ["sudoer", "tty", "pw", "limited", "cold"]
+                    .iter()
+                    .try_for_each(|u| user(u))
             }
             Component::Doas => {
                 executable("/usr/bin/doas")?;
                 root()?;
                 rules(crate::DOAS_CONF, &crate::doas_conf())?;
                 user("sudoer")
+            }
+            Component::Podman => {
+                executable("/usr/bin/podman")?;
+                executable("/usr/sbin/runc")?;
+                root()?;
+                let sh = crate::container_root().join("bin/sh");
+                if !sh.exists() {
+                    return Err(format!("the container root {} is missing", sh.display()));
+                }
+                crate::ensure_containers().map_err(|e| format!("cannot start them: {e}"))
+            }
+            Component::FlatpakSpawn => {
+                executable("/usr/bin/dbus-daemon")?;
+                executable("/usr/bin/dbus-send")?;
+                executable(crate::FLATPAK_SESSION_HELPER)?;
+                executable(crate::FLATPAK_SPAWN)
             }
         }
     }

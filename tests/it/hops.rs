@@ -155,3 +155,231 @@ fn when_the_next_leg_ends_its_channels_close_with_terminated() {
     }
     ferry.finish();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hop kinds that work
+
+/// `ferry run HOPS... -- COMMAND...` prints `stdout` and exits 0.
+fn runs(hops: &[&str], command: &[&str], stdout: &str) -> Output {
+    let mut test = Test::new().arg("run");
+    if hops.iter().any(|h| h.starts_with("ssh:")) {
+        test = test.ssh_config();
+    }
+    if !hops.contains(&"--stats") {
+        test = test.stderr_lacks("ferry:");
+    }
+    test.args(hops).arg("--").args(command).stdout(stdout).run()
+}
+
+#[test]
+fn sudo_through_ssh_becomes_root() {
+    require!(Component::Sshd);
+    require!(Component::Sudo);
+    runs(&["ssh:sudoer", "sudo"], &["id", "-u"], "0\n");
+    runs(
+        &["ssh:sudoer", "sudo:ferry-dash"],
+        &["id", "-un"],
+        "ferry-dash\n",
+    );
+}
+
+#[test]
+fn sudo_as_a_user_locally() {
+    require!(Component::Sudo);
+    runs(&["sudo:ferry-dash"], &["id", "-un"], "ferry-dash\n");
+}
+
+#[test]
+fn su_becomes_the_user_through_their_login_shell() {
+    require!(Component::Sudo);
+    // ferry-fish's login shell is fish: the loader survives it.
+    require!(Component::User("fish"));
+    runs(&["su:ferry-fish"], &["id", "-un"], "ferry-fish\n");
+    runs(&["sudo", "su:ferry-dash"], &["id", "-un"], "ferry-dash\n");
+}
+
+#[test]
+fn doas_through_ssh_becomes_root() {
+    require!(Component::Sshd);
+    require!(Component::Doas);
+    runs(&["ssh:sudoer", "doas"], &["id", "-u"], "0\n");
+    runs(&["doas:ferry-dash"], &["id", "-un"], "ferry-dash\n");
+}
+
+#[test]
+fn podman_enters_a_running_container_as_any_user() {
+    require!(Component::Podman);
+    let inside = ["sh", "-c", "id -u; grep -c ^nohome: /etc/passwd"];
+    runs(&["podman:ferry-running"], &inside, "0\n1\n");
+    runs(&["podman:ferry-running:app"], &inside, "1000\n1\n");
+    // No home, and a uid the container's passwd does not know: the loader's ladder copes.
+    runs(&["podman:ferry-running:nohome"], &inside, "1001\n1\n");
+    runs(&["podman:ferry-running:4242"], &inside, "4242\n1\n");
+}
+
+#[test]
+fn ssh_sudo_podman_reaches_a_container_as_root() {
+    require!(Component::Sshd);
+    require!(Component::Sudo);
+    require!(Component::Podman);
+    let output = runs(
+        &["--stats", "ssh:sudoer", "sudo", "podman:ferry-running"],
+        &["sh", "-c", "id -u; grep -c ^nohome: /etc/passwd"],
+        "0\n1\n",
+    );
+    let legs: Vec<String> = stats(&output)["legs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|l| l["leg"].as_str().unwrap_or("").to_owned())
+        .collect();
+    if legs != ["sudo", "podman:ferry-running"] {
+        output.fail(&format!("legs started by bridges: {legs:?}"));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hop failures: distinct, in the tool's own words
+
+/// `ferry run HOPS -- true` fails with `status` and one error line quoting `words`; `ferry
+/// connect HOPS` reports `problem` in an `init`.
+fn fails(hops: &[&str], status: i32, problem: &str, words: &[&str]) {
+    let with_ssh = |test: Test| {
+        if hops.iter().any(|h| h.starts_with("ssh:")) {
+            test.ssh_config()
+        } else {
+            test
+        }
+    };
+    let output = with_ssh(Test::new().arg("run"))
+        .args(hops)
+        .args(["--", "true"])
+        .status(status)
+        .stdout("")
+        .run();
+    crate::bootstrap::assert_one_error_line(&output, words);
+    let output = with_ssh(Test::new().arg("connect"))
+        .args(hops)
+        .status(status)
+        .run();
+    let messages = output.control_messages();
+    let init = output.init();
+    if init["problem"] != problem || messages.len() != 1 {
+        output.fail(&format!("expected only an init with problem {problem:?}"));
+    }
+}
+
+#[test]
+fn sudo_needing_a_password_fails_202() {
+    require!(Component::Sshd);
+    require!(Component::Sudo);
+    fails(
+        &["ssh:pw", "sudo"],
+        202,
+        "authentication-failed",
+        &["sudo", "a password is required"],
+    );
+}
+
+#[test]
+fn sudo_not_allowed_by_sudoers_fails_211() {
+    require!(Component::Sshd);
+    require!(Component::Sudo);
+    fails(
+        &["ssh:limited", "sudo"],
+        211,
+        "access-denied",
+        &["is not allowed to execute"],
+    );
+}
+
+#[test]
+fn sudo_requiretty_fails_211() {
+    require!(Component::Sshd);
+    require!(Component::Sudo);
+    fails(
+        &["ssh:tty", "sudo"],
+        211,
+        "access-denied",
+        &["you must have a tty"],
+    );
+}
+
+#[test]
+fn unknown_users_fail_212() {
+    require!(Component::Sudo);
+    fails(
+        &["sudo:ferry-no-such-user"],
+        212,
+        "not-found",
+        &["unknown user"],
+    );
+    // The same, reported by the bridge that started the leg.
+    fails(
+        &["sudo", "sudo:ferry-no-such-user"],
+        212,
+        "not-found",
+        &["unknown user"],
+    );
+    fails(
+        &["su:ferry-no-such-user"],
+        212,
+        "not-found",
+        &["does not exist"],
+    );
+}
+
+#[test]
+fn doas_not_permitted_fails_211() {
+    require!(Component::Sshd);
+    require!(Component::Doas);
+    fails(
+        &["ssh:dash", "doas"],
+        211,
+        "access-denied",
+        &["Operation not permitted"],
+    );
+}
+
+#[test]
+fn container_failures_are_named() {
+    require!(Component::Podman);
+    fails(
+        &["podman:ferry-stopped"],
+        201,
+        "no-host",
+        &["not running", "podman start ferry-stopped"],
+    );
+    fails(
+        &["podman:ferry-no-such-container"],
+        201,
+        "unknown-host",
+        &["no such container"],
+    );
+    fails(
+        &["podman:ferry-running:ferry-no-such-user"],
+        212,
+        "not-found",
+        &["unable to find user"],
+    );
+}
+
+#[test]
+fn flatpak_host_reaches_the_host_through_the_session_helper() {
+    require!(Component::FlatpakSpawn);
+    let bus = ferry_testbed::SessionBus::with_flatpak_helper().expect("a session bus");
+    Test::new()
+        .env("DBUS_SESSION_BUS_ADDRESS", bus.address())
+        .args(["run", "flatpak-host", "--", "sh", "-c", "id -un; cat"])
+        .stdin("through flatpak-spawn\n")
+        .stdout("root\nthrough flatpak-spawn\n")
+        .run();
+    // Without a session bus there is no way to the host, and flatpak-spawn says so.
+    let output = Test::new()
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
+        .env_remove("DISPLAY")
+        .args(["run", "flatpak-host", "--", "true"])
+        .status(211)
+        .run();
+    crate::bootstrap::assert_one_error_line(&output, &["flatpak-host", "bus"]);
+}

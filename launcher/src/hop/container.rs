@@ -1,6 +1,7 @@
 //! What `podman:` and `docker:` hops share: `ENGINE exec -i [--user USER] CONTAINER`, run in
 //! the container with the container's own OCI runtime.
 
+use super::Said;
 use crate::transport::Ended;
 use crate::LaunchError;
 
@@ -22,28 +23,23 @@ pub(crate) fn failure(
     stderr: &str,
     _ended: Ended,
 ) -> Option<LaunchError> {
-    let words = super::line_with(stderr, "rror")?;
-    let hop = hop.to_owned();
-    let lower = words.to_lowercase();
-    if lower.contains("no such container") || lower.contains("no container with name or id") {
-        Some(LaunchError::NoContainer { hop, words })
-    } else if lower.contains("is not running")
-        || lower.contains("container state improper")
-        || lower.contains("only create exec sessions on running containers")
-    {
-        Some(LaunchError::ContainerStopped {
-            hop,
-            words,
-            start: format!("{engine} start {container}"),
-        })
-    } else if lower.contains("no such user")
-        || lower.contains("unable to find user")
-        || lower.contains("no matching entries in passwd")
-    {
-        Some(LaunchError::NoSuchUser { hop, words })
-    } else if lower.contains("permission denied") {
-        Some(LaunchError::HopDenied { hop, words })
-    } else {
-        None
-    }
+    let (words, said) = super::words(
+        stderr,
+        &[
+            ("no such container", Said::NoContainer),
+            ("no container with name or id", Said::NoContainer),
+            ("is not running", Said::Stopped),
+            (
+                "only create exec sessions on running containers",
+                Said::Stopped,
+            ),
+            ("container state improper", Said::Stopped),
+            ("unable to find user", Said::NoUser),
+            ("no matching entries in passwd", Said::NoUser),
+            ("permission denied", Said::NotAllowed),
+        ],
+    )?;
+    Some(super::said_error(hop, words, said, || {
+        format!("{engine} start {container}")
+    }))
 }

@@ -1,5 +1,6 @@
 //! `doas` and `doas:USER`: OpenBSD's doas (Debian's `opendoas`), never prompting (`-n`).
 
+use super::Said;
 use crate::transport::Ended;
 use crate::LaunchError;
 
@@ -15,16 +16,15 @@ pub(crate) fn argv(user: Option<&str>) -> Vec<String> {
 
 /// Name a failure from doas's own words.
 pub(crate) fn failure(hop: &str, stderr: &str, _ended: Ended) -> Option<LaunchError> {
-    let words = super::line_with(stderr, "doas:")?;
-    let hop = hop.to_owned();
-    if words.contains("unknown user") || words.contains("no passwd entry") {
-        Some(LaunchError::NoSuchUser { hop, words })
-    } else if words.contains("Authentication required") || words.contains("a password is required")
-    {
-        Some(LaunchError::PasswordRequired { hop, words })
-    } else if words.contains("not permitted") || words.contains("Operation not permitted") {
-        Some(LaunchError::HopDenied { hop, words })
-    } else {
-        None
-    }
+    let (words, said) = super::words(
+        stderr,
+        &[
+            ("doas: unknown user", Said::NoUser),
+            ("doas: Authentication required", Said::Password),
+            ("doas: a password is required", Said::Password),
+            ("doas: Operation not permitted", Said::NotAllowed),
+            ("doas: not permitted", Said::NotAllowed),
+        ],
+    )?;
+    Some(super::said_error(hop, words, said, String::new))
 }

@@ -1,5 +1,6 @@
 //! `flatpak-host`: `flatpak-spawn --host`, to leave a Flatpak sandbox for its host.
 
+use super::Said;
 use crate::transport::Ended;
 use crate::LaunchError;
 
@@ -20,18 +21,15 @@ pub(crate) fn argv() -> Vec<String> {
     vec![program.to_owned(), "--host".to_owned()]
 }
 
-/// Name a failure from flatpak-spawn's own words.
+/// Name a failure from flatpak-spawn's own words (it cannot reach the host's session helper).
 pub(crate) fn failure(hop: &str, stderr: &str, _ended: Ended) -> Option<LaunchError> {
-    let words = super::line_with(stderr, "")?;
-    if words.contains("org.freedesktop.Flatpak")
-        || words.contains("session bus")
-        || words.contains("DBUS_SESSION_BUS_ADDRESS")
-    {
-        Some(LaunchError::HopDenied {
-            hop: hop.to_owned(),
-            words,
-        })
-    } else {
-        None
-    }
+    let (words, said) = super::words(
+        stderr,
+        &[
+            ("org.freedesktop.Flatpak", Said::NotAllowed),
+            ("Can't find bus", Said::NotAllowed),
+            ("session bus", Said::NotAllowed),
+        ],
+    )?;
+    Some(super::said_error(hop, words, said, String::new))
 }

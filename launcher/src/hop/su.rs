@@ -1,6 +1,7 @@
 //! `su:USER`: su(1). It runs the command through the user's login shell, so the rest of the
 //! route becomes one command line (as for ssh).
 
+use super::Said;
 use crate::transport::Ended;
 use crate::LaunchError;
 
@@ -11,17 +12,14 @@ pub(crate) fn argv(user: &str) -> Vec<String> {
 
 /// Name a failure from su's own words.
 pub(crate) fn failure(hop: &str, stderr: &str, _ended: Ended) -> Option<LaunchError> {
-    let words = super::line_with(stderr, "su:")?;
-    let hop = hop.to_owned();
-    if words.contains("does not exist") || words.contains("Unknown id") {
-        Some(LaunchError::NoSuchUser { hop, words })
-    } else if words.contains("must be run from a terminal")
-        || words.contains("Authentication failure")
-    {
-        Some(LaunchError::PasswordRequired { hop, words })
-    } else if words.contains("Permission denied") || words.contains("not allowed") {
-        Some(LaunchError::HopDenied { hop, words })
-    } else {
-        None
-    }
+    let (words, said) = super::words(
+        stderr,
+        &[
+            ("does not exist", Said::NoUser),
+            ("must be run from a terminal", Said::Password),
+            ("Authentication failure", Said::Password),
+            ("Permission denied", Said::NotAllowed),
+        ],
+    )?;
+    Some(super::said_error(hop, words, said, String::new))
 }

@@ -1,5 +1,6 @@
 //! `sudo` and `sudo:USER`: sudo(8), never prompting (`-n`).
 
+use super::Said;
 use crate::transport::Ended;
 use crate::LaunchError;
 
@@ -13,22 +14,19 @@ pub(crate) fn argv(user: Option<&str>) -> Vec<String> {
     v
 }
 
-/// Name a failure from sudo's own words (its messages are not translated in the C locale the
-/// loader's environment usually has; the English ones are matched, anything else falls through).
+/// Name a failure from sudo's own words (English; a translated message falls through to the
+/// generic one, which still quotes it).
 pub(crate) fn failure(hop: &str, stderr: &str, _ended: Ended) -> Option<LaunchError> {
-    let words = super::line_with(stderr, "sudo:")?;
-    let hop = hop.to_owned();
-    if words.contains("unknown user") {
-        Some(LaunchError::NoSuchUser { hop, words })
-    } else if words.contains("a password is required") {
-        Some(LaunchError::PasswordRequired { hop, words })
-    } else if words.contains("not in the sudoers file")
-        || words.contains("is not allowed to")
-        || words.contains("may not run sudo")
-        || words.contains("must have a tty")
-    {
-        Some(LaunchError::HopDenied { hop, words })
-    } else {
-        None
-    }
+    let (words, said) = super::words(
+        stderr,
+        &[
+            ("unknown user", Said::NoUser),
+            ("a password is required", Said::Password),
+            ("is not in the sudoers file", Said::NotAllowed),
+            ("is not allowed to", Said::NotAllowed),
+            ("may not run sudo", Said::NotAllowed),
+            ("must have a tty", Said::NotAllowed),
+        ],
+    )?;
+    Some(super::said_error(hop, words, said, String::new))
 }
