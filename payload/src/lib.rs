@@ -16,6 +16,7 @@ mod process;
 mod pty;
 mod replicate;
 mod router;
+mod superuser;
 pub mod utf8;
 
 use ferry_protocol::control::{self, Message};

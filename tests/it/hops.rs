@@ -383,3 +383,135 @@ fn flatpak_host_reaches_the_host_through_the_session_helper() {
         .run();
     crate::bootstrap::assert_one_error_line(&output, &["flatpak-host", "bus"]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The privileged bridge: `superuser` channels go to a root copy started through sudo
+
+/// `ferry connect HOPS`, past the bridge's `init` and ours (with `init_extra` fields).
+fn conversation(hops: &[&str], init_extra: Value) -> crate::harness::Running {
+    let mut ferry = Test::new()
+        .arg("connect")
+        .ssh_config()
+        .args(hops)
+        .any_status()
+        .spawn();
+    let (_, init) = ferry.recv_control();
+    assert_eq!(init["command"], "init", "{init}");
+    assert!(init.get("problem").is_none(), "{init}");
+    let mut ours = json!({"command": "init", "version": 1, "host": "localhost"});
+    for (k, v) in init_extra.as_object().into_iter().flatten() {
+        ours[k] = v.clone();
+    }
+    ferry.send_control(&ours);
+    ferry
+}
+
+/// Open a stream channel running `id -u` with this `superuser` value; its output, or the
+/// `close` problem when there is none.
+fn id_u(ferry: &mut crate::harness::Running, channel: &str, superuser: &str) -> String {
+    ferry.send_control(&json!({
+        "command": "open", "channel": channel, "payload": "stream",
+        "spawn": ["id", "-u"], "superuser": superuser,
+    }));
+    let mut out = String::new();
+    loop {
+        let (id, payload) = ferry.recv();
+        if id == channel {
+            out.push_str(&String::from_utf8_lossy(&payload));
+            continue;
+        }
+        if !id.is_empty() {
+            continue;
+        }
+        let msg: Value = serde_json::from_slice(&payload).unwrap();
+        if msg["command"] == "close" && msg["channel"] == channel {
+            return match msg["problem"].as_str() {
+                Some(problem) if out.is_empty() => format!("problem:{problem}"),
+                _ => out.trim().to_owned(),
+            };
+        }
+    }
+}
+
+#[test]
+fn superuser_require_runs_as_root_through_sudo() {
+    require!(Component::Sshd);
+    require!(Component::Sudo);
+    let uid = ferry_testbed::user("sudoer").uid().unwrap().to_string();
+    let mut ferry = conversation(&["ssh:sudoer"], json!({}));
+    // Another channel is served while the root copy starts.
+    ferry.send_control(&json!({"command": "open", "channel": "e", "payload": "echo"}));
+    assert_eq!(id_u(&mut ferry, "r1", "require"), "0");
+    assert_eq!(id_u(&mut ferry, "r2", "try"), "0");
+    assert_eq!(id_u(&mut ferry, "u", "none"), uid);
+    // `kill` reaches the root copy's processes too.
+    ferry.send_control(&json!({
+        "command": "open", "channel": "k", "payload": "stream",
+        "spawn": ["sleep", "100"], "superuser": "require",
+    }));
+    loop {
+        let (_, msg) = ferry.recv_control();
+        if msg["command"] == "ready" && msg["channel"] == "k" {
+            break;
+        }
+    }
+    ferry.send_control(&json!({"command": "kill"}));
+    loop {
+        let (_, msg) = ferry.recv_control();
+        if msg["command"] == "close" && msg["channel"] == "k" {
+            assert_eq!(msg["exit-signal"], "TERM", "{msg}");
+            break;
+        }
+    }
+    ferry.finish();
+}
+
+#[test]
+fn superuser_without_a_root_copy() {
+    require!(Component::Sshd);
+    require!(Component::Sudo);
+    // ferry-pw's sudo needs a password: there is no root copy.
+    let uid = ferry_testbed::user("pw").uid().unwrap().to_string();
+    let mut ferry = conversation(&["ssh:pw"], json!({}));
+    assert_eq!(id_u(&mut ferry, "r", "require"), "problem:access-denied");
+    assert_eq!(id_u(&mut ferry, "t", "try"), uid);
+    ferry.finish();
+}
+
+#[test]
+fn superuser_init_done_follows_every_outcome() {
+    require!(Component::Sshd);
+    require!(Component::Sudo);
+    for (host, superuser, root) in [
+        ("ssh:sudoer", json!({"id": "sudo"}), true),
+        ("ssh:pw", json!({"id": "any"}), false),
+        ("ssh:sudoer", json!(false), false),
+    ] {
+        let mut ferry = conversation(&[host], json!({ "superuser": superuser }));
+        let (_, done) = ferry.recv_control();
+        assert_eq!(
+            done["command"], "superuser-init-done",
+            "{host} {superuser}: {done}"
+        );
+        let got = id_u(&mut ferry, "r", "require");
+        assert_eq!(got == "0", root, "{host} {superuser}: {got}");
+        ferry.finish();
+    }
+}
+
+#[test]
+fn superuser_is_ignored_in_a_root_session() {
+    require!(Component::Root);
+    // A root session runs `superuser` channels itself.
+    let mut ferry = Test::new().args(["connect", "local"]).spawn();
+    let _ = ferry.recv_control();
+    ferry.send_control(&json!({"command": "init", "version": 1, "host": "localhost"}));
+    ferry.send_control(&json!({
+        "command": "open", "channel": "r", "payload": "stream",
+        "spawn": ["/usr/bin/id", "-u"], "superuser": "require",
+    }));
+    let (_, ready) = ferry.recv_control();
+    assert_eq!(ready["command"], "ready", "{ready}");
+    assert_eq!(ferry.recv(), ("r".to_owned(), b"0\n".to_vec()));
+    ferry.finish();
+}

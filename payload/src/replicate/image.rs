@@ -48,6 +48,15 @@ impl ImageSource for SelfImage {
     }
 }
 
+/// `(arch, sha256)` of this bridge's own executable, to offer to a loader it starts itself.
+pub(crate) fn own_image() -> std::io::Result<(String, String)> {
+    let bytes = std::fs::read(SELF_EXE)?;
+    Ok((
+        std::env::consts::ARCH.to_owned(),
+        hex(&Sha256::digest(&bytes)),
+    ))
+}
+
 fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);

@@ -12,6 +12,8 @@
 mod image;
 mod relay;
 
+pub(crate) use image::own_image;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -105,6 +107,107 @@ async fn say<W: AsyncWrite + Unpin>(output: &mut W, msg: Message) -> Result<(), 
     Ok(())
 }
 
+/// A bridge started on the next hop: its frames come next on `reader`.
+pub(crate) struct Started {
+    pub child: tokio::process::Child,
+    pub reader: BufReader<tokio::process::ChildStdout>,
+    pub writer: tokio::process::ChildStdin,
+    pub booted: ferry_stage1::Booted,
+}
+
+/// Run `argv` (no shell), drive its loader with `invocation`, and send this bridge's own image
+/// if the far side asks for it. On failure, the `ferry-hop` reply that says why (with the
+/// hop's exit status and the end of its stderr).
+pub(crate) async fn start(argv: &[String], invocation: &Invocation) -> Result<Started, Message> {
+    let Some((program, args)) = argv.split_first() else {
+        return Err(failure(
+            reason::PROTOCOL,
+            problem::PROTOCOL_ERROR,
+            "empty argv",
+        ));
+    };
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            crate::process::restore_fd_limit_in_child();
+            Ok(())
+        });
+    }
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            return Err(failure(
+                reason::SPAWN,
+                problem::NO_COCKPIT,
+                format!("{program}: {e}"),
+            )
+            .with("not-found", e.kind() == std::io::ErrorKind::NotFound));
+        }
+    };
+    let (Some(mut writer), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return Err(failure(
+            reason::SPAWN,
+            problem::INTERNAL_ERROR,
+            "no pipes to the hop",
+        ));
+    };
+    let tail = Arc::new(Mutex::new(Vec::new()));
+    let stderr_done = tokio::spawn(pass_stderr(stderr, tail.clone()));
+    let mut reader = BufReader::with_capacity(64 * 1024, stdout);
+    let source = SelfImage {
+        offered: invocation.images.clone(),
+    };
+    let sent = tokio::time::timeout(
+        HANDSHAKE,
+        ferry_stage1::send(
+            invocation,
+            &mut reader,
+            &mut writer,
+            &source,
+            &mut |_, _| {},
+        ),
+    )
+    .await;
+    match sent {
+        Ok(Ok(booted)) => Ok(Started {
+            child,
+            reader,
+            writer,
+            booted,
+        }),
+        Ok(Err(err)) => {
+            let mut msg = stage1_failure(err);
+            drop(writer);
+            drop(reader);
+            // The hop's own words and status say why it ended (not allowed, no such user, ...).
+            if let Ok(Ok(status)) = tokio::time::timeout(Duration::from_secs(5), child.wait()).await
+            {
+                for (k, v) in crate::process::exit_fields(status) {
+                    msg = msg.with(&k, v);
+                }
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), stderr_done).await;
+            let text = String::from_utf8_lossy(&tail.lock().unwrap_or_else(|e| e.into_inner()))
+                .into_owned();
+            Err(msg.with("stderr", text))
+        }
+        Err(_) => Err(failure(
+            reason::TIMEOUT,
+            problem::TIMEOUT,
+            format!("the loader on the next hop did not answer within {HANDSHAKE:?}"),
+        )),
+    }
+}
+
 /// Serve a `ferry-hop` request: start the next hop, report, relay. Returns when either side
 /// has ended; a failed hop has been reported to the peer by then.
 pub(crate) async fn serve<R, W>(
@@ -123,86 +226,14 @@ where
             return say(&mut output, msg).await;
         }
     };
-    let program = request.argv[0].clone();
-    let mut command = Command::new(&program);
-    command
-        .args(&request.argv[1..])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        command.pre_exec(|| {
-            crate::process::restore_fd_limit_in_child();
-            Ok(())
-        });
-    }
-    let mut child = match command.spawn() {
-        Ok(child) => child,
-        Err(e) => {
-            let msg = failure(
-                reason::SPAWN,
-                problem::NO_COCKPIT,
-                format!("{program}: {e}"),
-            )
-            .with("not-found", e.kind() == std::io::ErrorKind::NotFound);
-            return say(&mut output, msg).await;
-        }
-    };
-    let (Some(mut down_out), Some(stdout), Some(stderr)) =
-        (child.stdin.take(), child.stdout.take(), child.stderr.take())
-    else {
-        let msg = failure(
-            reason::SPAWN,
-            problem::INTERNAL_ERROR,
-            "no pipes to the hop",
-        );
-        return say(&mut output, msg).await;
-    };
-    let tail = Arc::new(Mutex::new(Vec::new()));
-    let stderr_done = tokio::spawn(pass_stderr(stderr, tail.clone()));
-    let mut down_in = BufReader::with_capacity(64 * 1024, stdout);
-    let source = SelfImage {
-        offered: request.invocation.images.clone(),
-    };
-    let sent = tokio::time::timeout(
-        HANDSHAKE,
-        ferry_stage1::send(
-            &request.invocation,
-            &mut down_in,
-            &mut down_out,
-            &source,
-            &mut |_, _| {},
-        ),
-    )
-    .await;
-    let booted = match sent {
-        Ok(Ok(booted)) => booted,
-        Ok(Err(err)) => {
-            let mut msg = stage1_failure(err);
-            drop(down_out);
-            drop(down_in);
-            // The hop's own words and status say why it ended (not allowed, no such user, ...).
-            if let Ok(Ok(status)) = tokio::time::timeout(Duration::from_secs(5), child.wait()).await
-            {
-                for (k, v) in crate::process::exit_fields(status) {
-                    msg = msg.with(&k, v);
-                }
-            }
-            let _ = tokio::time::timeout(Duration::from_secs(1), stderr_done).await;
-            let text = String::from_utf8_lossy(&tail.lock().unwrap_or_else(|e| e.into_inner()))
-                .into_owned();
-            return say(&mut output, msg.with("stderr", text)).await;
-        }
-        Err(_) => {
-            let msg = failure(
-                reason::TIMEOUT,
-                problem::TIMEOUT,
-                format!("the loader on the next hop did not answer within {HANDSHAKE:?}"),
-            );
-            return say(&mut output, msg).await;
-        }
+    let Started {
+        mut child,
+        reader,
+        writer,
+        booted,
+    } = match start(&request.argv, &request.invocation).await {
+        Ok(started) => started,
+        Err(msg) => return say(&mut output, msg).await,
     };
     let ready = Message::new(HOP)
         .with("arch", booted.arch)
@@ -210,7 +241,7 @@ where
         .with("payload-bytes", booted.payload_bytes)
         .with("dir", booted.dir);
     say(&mut output, ready).await?;
-    let result = relay::run(upstream, output, down_in, down_out).await;
+    let result = relay::run(upstream, output, reader, writer).await;
     // Whatever is left of the hop goes with us (kill_on_drop); give it a moment to end itself.
     let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
     result
