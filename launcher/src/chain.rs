@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use ferry_protocol::control::Message;
-use ferry_protocol::hop::{reason, HOP};
+use ferry_protocol::hop::{reason, HOP, IMAGE_CHANNEL};
 use ferry_stage1::Invocation;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
@@ -55,37 +55,16 @@ pub(crate) async fn extend(
             init.str("message").unwrap_or("")
         )));
     }
-    let invocation = Invocation::new(images.offers());
-    let argv = leg.launch(invocation.argv()).into_argv();
-    let offered: serde_json::Map<String, serde_json::Value> = invocation
-        .images
-        .iter()
-        .map(|(arch, sha)| (arch.clone(), sha.clone().into()))
-        .collect();
-    let request = Message::new(HOP)
-        .with("argv", argv)
-        .with("nonce", invocation.nonce.clone())
-        .with("images", offered);
-    tracing::debug!(leg = %shown, "asking the bridge to start the next leg");
-    let sent = async {
-        session
-            .writer
-            .write_all(&request.into_frame().to_bytes())
-            .await?;
-        session.writer.flush().await
-    }
-    .await;
-    if let Err(e) = sent {
-        return Err(LaunchError::Terminated(format!(
-            "lost the bridge before {shown}: {e}"
-        )));
-    }
-    let reply = read_control(&mut session.reader, &shown).await?;
-    if reply.command != HOP {
-        return Err(LaunchError::Protocol(format!(
-            "the bridge before {shown} answered {:?} to ferry-hop",
-            reply.command
-        )));
+    let mut reply = request(session, leg, images, None).await?;
+    // The far side needs another architecture than the bridge's own: send that image along
+    // (raw, as data frames) and ask again.
+    if reply.bool("need-image") == Some(true) {
+        let arch = reply.str("detail").unwrap_or("").to_owned();
+        let decoders = reply.str("decoders").unwrap_or("").to_owned();
+        if let Some(image) = images.get(&arch) {
+            tracing::debug!(leg = %shown, arch, "sending the bridge an image for the next leg");
+            reply = request(session, leg, images, Some((image, &decoders))).await?;
+        }
     }
     if reply.problem().is_some() {
         return Err(failure(leg, &reply, images));
@@ -104,6 +83,85 @@ pub(crate) async fn extend(
         "bridge starting on the next leg"
     );
     Ok(stats)
+}
+
+/// Send one `ferry-hop` request for `leg` (with an image for a far side of another
+/// architecture than the bridge's, encoded for the far side's `decoders`, e.g. `zstd,gzip`) and
+/// read the reply.
+async fn request(
+    session: &mut Session,
+    leg: &Route,
+    images: &Images,
+    image: Option<(&crate::Image, &str)>,
+) -> Result<Message, LaunchError> {
+    let shown = leg.to_string();
+    let invocation = Invocation::new(images.offers());
+    let argv = leg.launch(invocation.argv()).into_argv();
+    let offered: serde_json::Map<String, serde_json::Value> = invocation
+        .images
+        .iter()
+        .map(|(arch, sha)| (arch.clone(), sha.clone().into()))
+        .collect();
+    let mut request = Message::new(HOP)
+        .with("argv", argv)
+        .with("nonce", invocation.nonce.clone())
+        .with("images", offered);
+    let raw = match image {
+        Some((image, decoders)) => {
+            let (codec, bytes) = encode(image, decoders)
+                .map_err(|e| LaunchError::Internal(format!("the {} image: {e}", image.arch)))?;
+            request = request.with(
+                "image",
+                serde_json::json!({"arch": image.arch, "codec": codec, "size": bytes.len()}),
+            );
+            bytes
+        }
+        None => Vec::new(),
+    };
+    tracing::debug!(leg = %shown, "asking the bridge to start the next leg");
+    let sent = async {
+        session
+            .writer
+            .write_all(&request.into_frame().to_bytes())
+            .await?;
+        for chunk in raw.chunks(64 * 1024) {
+            let frame =
+                ferry_protocol::Frame::new(IMAGE_CHANNEL, bytes::Bytes::copy_from_slice(chunk));
+            session.writer.write_all(&frame.to_bytes()).await?;
+        }
+        session.writer.flush().await
+    }
+    .await;
+    if let Err(e) = sent {
+        return Err(LaunchError::Terminated(format!(
+            "lost the bridge before {shown}: {e}"
+        )));
+    }
+    let reply = read_control(&mut session.reader, &shown).await?;
+    if reply.command != HOP {
+        return Err(LaunchError::Protocol(format!(
+            "the bridge before {shown} answered {:?} to ferry-hop",
+            reply.command
+        )));
+    }
+    Ok(reply)
+}
+
+/// `image` encoded for a loader with these `decoders` (`zstd,gzip`, ...): zstd as embedded,
+/// else gzip, else raw.
+fn encode(image: &crate::Image, decoders: &str) -> std::io::Result<(&'static str, Vec<u8>)> {
+    let has = |tool: &str| decoders.split(',').any(|d| d == tool);
+    if has("zstd") {
+        return Ok(("zstd", image.zstd.to_vec()));
+    }
+    let raw = image.raw()?;
+    if has("gzip") {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(9));
+        gz.write_all(&raw)?;
+        return Ok(("gzip", gz.finish()?));
+    }
+    Ok(("raw", raw))
 }
 
 /// The failure a bridge reported for `leg`, named as well as the hop's own words allow.

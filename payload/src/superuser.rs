@@ -308,7 +308,7 @@ async fn run_peer(out: mpsc::Sender<Out>, events: mpsc::UnboundedSender<Event>) 
     let invocation = ferry_stage1::Invocation::new(vec![offer]);
     let mut argv: Vec<String> = ["sudo", "-n", "--"].map(String::from).to_vec();
     argv.extend(invocation.argv());
-    let started = match crate::replicate::start(&argv, &invocation).await {
+    let started = match crate::replicate::start(&argv, &invocation, None).await {
         Ok(started) => started,
         Err(reply) => {
             let stderr = reply.str("stderr").unwrap_or("").trim();

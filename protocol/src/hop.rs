@@ -20,6 +20,13 @@
 /// The command name of the message.
 pub const HOP: &str = "ferry-hop";
 
+/// The channel of an image sent along with a request (`"image": {"arch": A, "codec": C,
+/// "size": N}`): N bytes in data frames, for a next hop whose architecture differs from the
+/// bridge's. The launcher sends it after a reply with `"need-image": true` (`reason` `arch`,
+/// `detail` the architecture, `decoders` what the far side can decode: `zstd,gzip`), encoded
+/// for those decoders; the far side's loader checks the sha256 after decoding, as always.
+pub const IMAGE_CHANNEL: &str = "ferry-image";
+
 /// Why a hop failed, in the `reason` field of a failed `ferry-hop` reply.
 pub mod reason {
     /// The hop's program could not be started (`detail`: the OS error).

@@ -515,3 +515,53 @@ fn superuser_is_ignored_in_a_root_session() {
     assert_eq!(ferry.recv(), ("r".to_owned(), b"0\n".to_vec()));
     ferry.finish();
 }
+
+#[test]
+fn an_aarch64_leg_after_an_x86_64_bridge_gets_its_image_from_ferry() {
+    require!(Component::Sudo);
+    require!(Component::Aarch64);
+    if std::env::consts::ARCH != "x86_64" {
+        eprintln!("skipped: this test needs an x86_64 machine");
+        return;
+    }
+    let root = ferry_testbed::aarch64_root();
+    // sudo drops XDG_CACHE_HOME: inside the chroot the image lands in root's cache there.
+    let cache = root.join("root/.cache/ferry");
+    let _ = fs::remove_dir_all(&cache);
+    let chroot = format!("exec:chroot {}", root.display());
+    // Legs: `sudo` (an x86_64 bridge), then `sudo exec:chroot ...` (aarch64).
+    let output = runs(
+        &["--stats", "sudo", "sudo", &chroot],
+        &["uname", "-m"],
+        "aarch64\n",
+    );
+    let first = stats(&output);
+    let leg = &first["legs"][0];
+    if leg["arch"] != "aarch64" || leg["cached"] != false {
+        output.fail(&format!("expected a cold aarch64 leg: {first}"));
+    }
+    if cached_images(&cache).is_empty() {
+        output.fail("no aarch64 image was cached in the chroot");
+    }
+    // It travelled compressed for the chroot's gzip, not as the raw executable.
+    let list = Test::new().args(["payloads"]).run().stdout_str();
+    let raw: u64 = list
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|w| w.first() == Some(&"aarch64"))
+        .and_then(|w| w.get(2)?.parse().ok())
+        .expect("an aarch64 row in `ferry payloads`");
+    let sent = leg["payload_bytes"].as_u64().unwrap_or(0);
+    if sent == 0 || sent >= raw {
+        output.fail(&format!("{sent} image bytes sent for a raw image of {raw}"));
+    }
+    // Warm now: nothing is sent.
+    let output = runs(
+        &["--stats", "sudo", "sudo", &chroot],
+        &["uname", "-m"],
+        "aarch64\n",
+    );
+    if stats(&output)["legs"][0]["cached"] != true {
+        output.fail("the second run found no cached aarch64 image");
+    }
+}

@@ -18,12 +18,20 @@ const SELF_EXE: &str = "/proc/self/exe";
 pub(crate) struct SelfImage {
     /// `(arch, sha256)` offered to the far side's loader.
     pub offered: Vec<(String, String)>,
+    /// An image for another architecture, received from upstream, encoded for the far side
+    /// (whose loader checks its sha256 after decoding it).
+    pub other: Option<(String, Codec, Vec<u8>)>,
 }
 
 impl ImageSource for SelfImage {
     /// Errors: `Unsupported` when the far side needs another architecture (or none was
     /// offered for it), `InvalidData` when the executable does not match its sha256.
-    fn encoded(&self, arch: &str, _tools: &Tools) -> io::Result<(Codec, Cow<'_, [u8]>)> {
+    fn encoded(&self, arch: &str, tools: &Tools) -> io::Result<(Codec, Cow<'_, [u8]>)> {
+        if let Some((other, codec, bytes)) = &self.other {
+            if other == arch {
+                return Ok((*codec, Cow::Borrowed(bytes)));
+            }
+        }
         let own = std::env::consts::ARCH;
         let wanted = self
             .offered
@@ -31,9 +39,15 @@ impl ImageSource for SelfImage {
             .find(|(a, _)| a == arch)
             .map(|(_, sha)| sha.as_str());
         let Some(wanted) = wanted.filter(|_| arch == own) else {
+            // The message is the arch and the far side's decoders: the launcher may send an
+            // image for it, encoded for them.
+            let decoders: Vec<&str> = ["zstd", "gzip"]
+                .into_iter()
+                .filter(|t| tools.has(t))
+                .collect();
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
-                format!("{arch} (this bridge is {own})"),
+                format!("{arch} {}", decoders.join(",")),
             ));
         };
         let bytes = std::fs::read(SELF_EXE)?;
@@ -46,6 +60,11 @@ impl ImageSource for SelfImage {
         }
         Ok((Codec::Raw, Cow::Owned(bytes)))
     }
+}
+
+/// The sha256 of `bytes`, lower-case hex.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
 }
 
 /// `(arch, sha256)` of this bridge's own executable, to offer to a loader it starts itself.
@@ -89,6 +108,7 @@ mod tests {
                 (other.to_owned(), "0".repeat(64)),
                 (std::env::consts::ARCH.to_owned(), "0".repeat(64)),
             ],
+            other: None,
         };
         let err = source.encoded(other, &tools).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::Unsupported);
@@ -102,7 +122,10 @@ mod tests {
         let sha = hex(&Sha256::digest(&bytes));
         let source = SelfImage {
             offered: vec![(std::env::consts::ARCH.to_owned(), sha)],
+            other: Some(("riscv64".to_owned(), Codec::Gzip, vec![1, 2, 3])),
         };
+        let (codec, other) = source.encoded("riscv64", &Tools::default()).unwrap();
+        assert_eq!((codec, &*other), (Codec::Gzip, &[1u8, 2, 3][..]));
         let (codec, sent) = source
             .encoded(std::env::consts::ARCH, &Tools::default())
             .unwrap();

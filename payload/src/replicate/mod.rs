@@ -18,9 +18,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferry_protocol::control::Message;
-use ferry_protocol::hop::{reason, HOP};
+use ferry_protocol::hop::{reason, HOP, IMAGE_CHANNEL};
 use ferry_protocol::{problem, Frame, FrameCodec, FrameError};
-use ferry_stage1::{Invocation, Stage1Error};
+use ferry_stage1::{Codec, Invocation, Stage1Error};
+use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 use tokio_util::codec::FramedRead;
@@ -48,7 +49,13 @@ pub(crate) fn is_request(frame: &Frame) -> bool {
 struct Request {
     argv: Vec<String>,
     invocation: Invocation,
+    /// An image for another architecture follows as data frames on `IMAGE_CHANNEL`:
+    /// `(arch, codec, size)`.
+    image: Option<(String, Codec, usize)>,
 }
+
+/// The largest image accepted from upstream.
+const MAX_IMAGE: usize = 64 * 1024 * 1024;
 
 impl Request {
     fn parse(msg: &Message) -> Result<Request, String> {
@@ -85,9 +92,37 @@ impl Request {
         if images.is_empty() || !images.iter().all(|(a, s)| plain(a) && plain(s)) {
             return Err("\"images\" must be an object of arch: sha256".into());
         }
+        let image = match msg.get("image") {
+            None => None,
+            Some(v) => {
+                let arch = v.get("arch").and_then(|a| a.as_str());
+                let size = v.get("size").and_then(|s| s.as_u64());
+                let codec = match v.get("codec").and_then(|c| c.as_str()) {
+                    None | Some("raw") => Some(Codec::Raw),
+                    Some("zstd") => Some(Codec::Zstd),
+                    Some("gzip") => Some(Codec::Gzip),
+                    Some(_) => None,
+                };
+                match (arch, codec, size) {
+                    (Some(a), Some(c), Some(n))
+                        if plain(a)
+                            && (n as usize) <= MAX_IMAGE
+                            && images.iter().any(|(x, _)| x == a) =>
+                    {
+                        Some((a.to_owned(), c, n as usize))
+                    }
+                    _ => {
+                        return Err(
+                            "\"image\" must be {arch, codec, size} of an offered image".into()
+                        )
+                    }
+                }
+            }
+        };
         Ok(Request {
             argv,
             invocation: Invocation { nonce, images },
+            image,
         })
     }
 }
@@ -118,7 +153,11 @@ pub(crate) struct Started {
 /// Run `argv` (no shell), drive its loader with `invocation`, and send this bridge's own image
 /// if the far side asks for it. On failure, the `ferry-hop` reply that says why (with the
 /// hop's exit status and the end of its stderr).
-pub(crate) async fn start(argv: &[String], invocation: &Invocation) -> Result<Started, Message> {
+pub(crate) async fn start(
+    argv: &[String],
+    invocation: &Invocation,
+    other: Option<(String, Codec, Vec<u8>)>,
+) -> Result<Started, Message> {
     let Some((program, args)) = argv.split_first() else {
         return Err(failure(
             reason::PROTOCOL,
@@ -165,6 +204,7 @@ pub(crate) async fn start(argv: &[String], invocation: &Invocation) -> Result<St
     let mut reader = BufReader::with_capacity(64 * 1024, stdout);
     let source = SelfImage {
         offered: invocation.images.clone(),
+        other,
     };
     let sent = tokio::time::timeout(
         HANDSHAKE,
@@ -209,42 +249,101 @@ pub(crate) async fn start(argv: &[String], invocation: &Invocation) -> Result<St
 }
 
 /// Serve a `ferry-hop` request: start the next hop, report, relay. Returns when either side
-/// has ended; a failed hop has been reported to the peer by then.
+/// has ended. After a failed hop (reported to the peer) the next request is served, if the peer
+/// sends one (with an image for another architecture, say); anything else ends it.
 pub(crate) async fn serve<R, W>(
-    request: Message,
-    upstream: FramedRead<R, FrameCodec>,
+    mut request: Message,
+    mut upstream: FramedRead<R, FrameCodec>,
     mut output: W,
 ) -> Result<(), FrameError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let request = match Request::parse(&request) {
-        Ok(r) => r,
-        Err(why) => {
-            let msg = failure(reason::PROTOCOL, problem::PROTOCOL_ERROR, why);
-            return say(&mut output, msg).await;
+    loop {
+        match attempt(&request, &mut upstream).await {
+            Ok(Started {
+                mut child,
+                reader,
+                writer,
+                booted,
+            }) => {
+                let ready = Message::new(HOP)
+                    .with("arch", booted.arch)
+                    .with("cached", booted.cached)
+                    .with("payload-bytes", booted.payload_bytes)
+                    .with("dir", booted.dir);
+                say(&mut output, ready).await?;
+                let result = relay::run(upstream, output, reader, writer).await;
+                // Whatever is left of the hop goes with us (kill_on_drop); give it a moment
+                // to end itself.
+                let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
+                return result;
+            }
+            Err(msg) => say(&mut output, msg).await?,
         }
+        match upstream.next().await {
+            Some(Ok(frame)) if is_request(&frame) => request = frame.parse_control()?,
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// One `ferry-hop` request: receive the image it announces, if any, and start the hop.
+async fn attempt<R: AsyncRead + Unpin>(
+    request: &Message,
+    upstream: &mut FramedRead<R, FrameCodec>,
+) -> Result<Started, Message> {
+    let request = Request::parse(request)
+        .map_err(|why| failure(reason::PROTOCOL, problem::PROTOCOL_ERROR, why))?;
+    let other = match &request.image {
+        None => None,
+        Some((arch, codec, size)) => Some((
+            arch.clone(),
+            *codec,
+            receive_image(upstream, arch, *codec, *size, &request).await?,
+        )),
     };
-    let Started {
-        mut child,
-        reader,
-        writer,
-        booted,
-    } = match start(&request.argv, &request.invocation).await {
-        Ok(started) => started,
-        Err(msg) => return say(&mut output, msg).await,
-    };
-    let ready = Message::new(HOP)
-        .with("arch", booted.arch)
-        .with("cached", booted.cached)
-        .with("payload-bytes", booted.payload_bytes)
-        .with("dir", booted.dir);
-    say(&mut output, ready).await?;
-    let result = relay::run(upstream, output, reader, writer).await;
-    // Whatever is left of the hop goes with us (kill_on_drop); give it a moment to end itself.
-    let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
-    result
+    start(&request.argv, &request.invocation, other).await
+}
+
+/// Read an image of `size` bytes from data frames on `IMAGE_CHANNEL`. A raw one is checked
+/// against the sha256 offered for `arch` here; an encoded one by the far side's loader, after
+/// decoding (as every image is).
+async fn receive_image<R: AsyncRead + Unpin>(
+    upstream: &mut FramedRead<R, FrameCodec>,
+    arch: &str,
+    codec: Codec,
+    size: usize,
+    request: &Request,
+) -> Result<Vec<u8>, Message> {
+    let bad = |why: String| failure(reason::PROTOCOL, problem::PROTOCOL_ERROR, why);
+    let mut image = Vec::with_capacity(size);
+    while image.len() < size {
+        match upstream.next().await {
+            Some(Ok(frame)) if frame.channel == IMAGE_CHANNEL => {
+                if image.len() + frame.payload.len() > size {
+                    return Err(bad("the image is longer than announced".into()));
+                }
+                image.extend_from_slice(&frame.payload);
+            }
+            _ => return Err(bad("the image did not arrive".into())),
+        }
+    }
+    let wanted = request
+        .invocation
+        .images
+        .iter()
+        .find(|(a, _)| a == arch)
+        .map(|(_, sha)| sha.as_str());
+    if codec == Codec::Raw && Some(image::sha256_hex(&image).as_str()) != wanted {
+        return Err(failure(
+            reason::CORRUPT,
+            problem::INTERNAL_ERROR,
+            format!("the {arch} image from upstream does not match its sha256"),
+        ));
+    }
+    Ok(image)
 }
 
 /// Map a loader failure to a failed `ferry-hop` reply.
@@ -258,7 +357,19 @@ fn stage1_failure(err: Stage1Error) -> Message {
         Stage1Error::NoSha256Tool => (reason::NOSUM, problem::NO_COCKPIT, String::new()),
         Stage1Error::Protocol(said) => (reason::PROTOCOL, problem::PROTOCOL_ERROR, said),
         Stage1Error::Io(e) if e.kind() == std::io::ErrorKind::Unsupported => {
-            (reason::ARCH, problem::NO_COCKPIT, e.to_string())
+            let text = e.to_string();
+            let (arch, decoders) = text.split_once(' ').unwrap_or((&text, ""));
+            return failure(
+                reason::ARCH,
+                problem::NO_COCKPIT,
+                format!(
+                    "the next hop is {arch}, and this bridge is {}",
+                    std::env::consts::ARCH
+                ),
+            )
+            .with("detail", arch)
+            .with("decoders", decoders)
+            .with("need-image", true);
         }
         Stage1Error::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => {
             (reason::SELF_IMAGE, problem::INTERNAL_ERROR, e.to_string())
