@@ -233,7 +233,7 @@ impl Superuser {
                 }
             }
             Event::Failed(why) => {
-                tracing_free_log(&why);
+                log_no_root_copy(&why);
                 self.state = State::Gone;
                 let held = std::mem::take(&mut self.held);
                 for w in self.waiting.drain(..) {
@@ -291,8 +291,9 @@ fn frame_channel(frame: &Frame) -> String {
         .unwrap_or_default()
 }
 
-/// The bridge has no logger: a reason goes to stderr, where the launcher shows it.
-fn tracing_free_log(why: &str) {
+/// The bridge has no logger: why there is no root copy goes to stderr, which the launcher
+/// passes on.
+fn log_no_root_copy(why: &str) {
     eprintln!("ferry-bridge: no administrative access: {why}");
 }
 
