@@ -501,6 +501,61 @@ mod tests {
     }
 
     #[test]
+    fn names_failures_in_the_tools_words() {
+        // Messages as the tools print them (sudo 1.9.13, opendoas 6.8, util-linux su, podman 4.3).
+        let cases: [(&str, &str, u8); 9] = [
+            ("sudo", "sudo: a password is required\n", 202),
+            (
+                "sudo",
+                "Sorry, user ferry-limited is not allowed to execute '/bin/sh' as root on vm.\n",
+                211,
+            ),
+            ("sudo", "sudo: sorry, you must have a tty to run sudo\n", 211),
+            (
+                "sudo:x",
+                "sudo: unknown user x\nsudo: error initializing audit plugin sudoers_audit\n",
+                212,
+            ),
+            ("doas", "doas: Operation not permitted\n", 211),
+            (
+                "su:x",
+                "su: user x does not exist or the user entry does not contain all the required fields\n",
+                212,
+            ),
+            (
+                "podman:c",
+                "Error: can only create exec sessions on running containers: container state improper\n",
+                201,
+            ),
+            (
+                "podman:c",
+                "Error: no container with name or ID \"c\" found: no such container\n",
+                201,
+            ),
+            (
+                "podman:c:u",
+                "Error: unable to find user u: no matching entries in passwd file\n",
+                212,
+            ),
+        ];
+        for (hop, stderr, status) in cases {
+            let hop: Hop = hop.parse().unwrap();
+            let err = hop
+                .failure(stderr, Ended::Code(1))
+                .unwrap_or_else(|| panic!("{hop}: {stderr:?} not named"));
+            assert_eq!(err.exit_code(), status, "{hop}: {err}");
+            let first = stderr.lines().find(|l| !l.contains("audit")).unwrap();
+            assert!(
+                err.to_string().contains(first),
+                "{err} does not quote {first:?}"
+            );
+        }
+        // Words it does not know are left to the generic failure.
+        let sudo: Hop = "sudo".parse().unwrap();
+        assert!(sudo.failure("something else\n", Ended::Code(1)).is_none());
+    }
+
+    #[test]
     fn cuts_legs_at_doors() {
         let route = |s: &str| Route::new(s.split(' ').map(|h| h.parse().unwrap()).collect());
         let legs =
