@@ -17,10 +17,12 @@ use tokio::signal::unix::{signal, SignalKind};
     name = "ferry",
     version,
     about = "Boot a Cockpit bridge on any machine you can run a command on",
-    after_help = "Hops: local | ssh:[USER@]HOST[:PORT] | exec:'PROGRAM [ARGS...]' (any command that \
-                  runs a command elsewhere), chained left to right.\n\
+    after_help = "Hops: local | ssh:[USER@]HOST[:PORT] | sudo[:USER] | su:USER | doas[:USER] | \
+                  podman:CONTAINER[:USER] | docker:CONTAINER[:USER] | flatpak-host | \
+                  exec:'PROGRAM [ARGS...]' (any command that runs a command elsewhere), chained \
+                  left to right.\n\
                   Examples:\n  ferry run local -- uname -a\n  ferry run ssh:web1 -- df -h\n  \
-                  ferry run ssh:web1 exec:'sudo -n' -- id\n  ferry connect ssh:web1"
+                  ferry run ssh:admin@web1 sudo podman:db -- id\n  ferry connect ssh:web1"
 )]
 struct Cli {
     /// More logging on stderr (-v: info, -vv: debug, -vvv: trace); RUST_LOG also works.

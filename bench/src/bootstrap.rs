@@ -186,7 +186,7 @@ pub fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn ferry_bin() -> Result<PathBuf> {
+pub(crate) fn ferry_bin() -> Result<PathBuf> {
     let path = std::env::var_os("FERRY_BIN")
         .map(PathBuf::from)
         .context("FERRY_BIN is not set: run this with `cargo xtask bench bootstrap`")?;
@@ -310,14 +310,14 @@ fn read_init(child: &mut Child, start: Instant) -> Result<Duration> {
 }
 
 /// The length of the first frame in `buffer`, once it is all there.
-fn whole_frame(buffer: &[u8]) -> Option<usize> {
+pub(crate) fn whole_frame(buffer: &[u8]) -> Option<usize> {
     let newline = buffer.iter().position(|b| *b == b'\n')?;
     let size: usize = std::str::from_utf8(&buffer[..newline]).ok()?.parse().ok()?;
     (buffer.len() >= newline + 1 + size).then_some(newline + 1 + size)
 }
 
 /// (arch, compressed size) of each embedded image, from `ferry payloads`.
-fn image_sizes(ferry: &Path) -> Result<Vec<(String, u64)>> {
+pub(crate) fn image_sizes(ferry: &Path) -> Result<Vec<(String, u64)>> {
     let output = Command::new(ferry).arg("payloads").output()?;
     let text = String::from_utf8_lossy(&output.stdout);
     let mut lines = text.lines();
@@ -340,20 +340,20 @@ fn image_sizes(ferry: &Path) -> Result<Vec<(String, u64)>> {
         .collect())
 }
 
-fn median(mut samples: Vec<Duration>) -> Duration {
+pub(crate) fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
     samples.get(samples.len() / 2).copied().unwrap_or_default()
 }
 
-fn ratio(a: Duration, b: Duration) -> f64 {
+pub(crate) fn ratio(a: Duration, b: Duration) -> f64 {
     a.as_secs_f64() / b.as_secs_f64().max(1e-9)
 }
 
-fn ms(d: Duration) -> String {
+pub(crate) fn ms(d: Duration) -> String {
     format!("{:.0} ms", d.as_secs_f64() * 1000.0)
 }
 
-fn verdict(met: bool) -> &'static str {
+pub(crate) fn verdict(met: bool) -> &'static str {
     if met {
         "met"
     } else {

@@ -2,6 +2,7 @@
 
 mod bootstrap;
 mod bridge;
+mod hops;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -11,6 +12,7 @@ fn main() -> anyhow::Result<()> {
     match name {
         "bootstrap" => bootstrap::run(rest),
         "bridge" => bridge::run(rest),
-        _ => anyhow::bail!("usage: ferry-bench <bootstrap|bridge> [ARGS...]"),
+        "hops" => hops::run(rest),
+        _ => anyhow::bail!("usage: ferry-bench <bootstrap|bridge|hops> [ARGS...]"),
     }
 }

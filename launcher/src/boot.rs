@@ -3,15 +3,16 @@
 use std::io::IsTerminal;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use ferry_stage1::{Booted, Invocation, Stage1Error};
 use tokio::io::{AsyncRead, AsyncWrite, BufReader};
 
+use crate::chain::LegStats;
 use crate::transport::{Child, Ended, Transport};
-use crate::{Images, LaunchError, Route, Stats};
+use crate::{Hop, Images, LaunchError, Route, Stats};
 
 /// Options that apply to every route.
 #[derive(Clone, Debug)]
@@ -45,6 +46,7 @@ pub struct Meter {
     sent: AtomicU64,
     payload: AtomicU64,
     cached: AtomicBool,
+    legs: Mutex<Vec<LegStats>>,
 }
 
 impl Meter {
@@ -54,6 +56,14 @@ impl Meter {
             payload_bytes: self.payload.load(Ordering::Relaxed),
             sent_bytes: self.sent.load(Ordering::Relaxed),
             cached: self.cached.load(Ordering::Relaxed),
+            legs: self.legs.lock().map(|l| l.clone()).unwrap_or_default(),
+        }
+    }
+
+    /// Count a leg after the first, started by the bridge before it.
+    pub(crate) fn add_leg(&self, leg: LegStats) {
+        if let Ok(mut legs) = self.legs.lock() {
+            legs.push(leg);
         }
     }
 }
@@ -69,7 +79,33 @@ pub struct Session {
 }
 
 /// Start `route` and boot a bridge at its end.
+///
+/// The launcher starts the route's first leg and sends the image over it; every further leg
+/// is started by the bridge at the end of the leg before it, with its own image.
 pub async fn boot(
+    route: &Route,
+    images: &Images,
+    opts: &BootOptions,
+) -> Result<Session, LaunchError> {
+    let legs = route.legs();
+    let (first, rest) = legs.split_first().expect("a route has a first leg");
+    let mut session = boot_first(first, images, opts).await?;
+    for leg in rest {
+        match crate::chain::extend(&mut session, leg, images).await {
+            Ok(stats) => session.meter.add_leg(stats),
+            Err(err) => {
+                let Session { child, .. } = session;
+                // Let the route end on its own (its last words reach stderr), but not forever.
+                let _ = tokio::time::timeout(GRACE, child.wait()).await;
+                return Err(err);
+            }
+        }
+    }
+    Ok(session)
+}
+
+/// Start the first leg and boot a bridge at its end, sending the image it needs.
+async fn boot_first(
     route: &Route,
     images: &Images,
     opts: &BootOptions,
@@ -79,7 +115,9 @@ pub async fn boot(
     let launch = route
         .launch(invocation.argv())
         .map_err(|e| LaunchError::BadRoute(e.to_string()))?;
-    let started = Transport::start(launch, opts.ssh_config.as_deref());
+    // A local door hop (sudo, podman, ...) explains its failures on stderr: keep its words.
+    let keep_stderr = route.door().is_some_and(|d| !matches!(d, Hop::Ssh { .. }));
+    let started = Transport::start(launch, opts.ssh_config.as_deref(), keep_stderr);
     let Transport {
         stdin,
         stdout,
@@ -143,12 +181,17 @@ pub async fn boot(
         Err(err) => {
             drop(writer);
             drop(reader);
-            Err(stage1_error(err, images, child).await)
+            Err(stage1_error(err, images, child, route).await)
         }
     }
 }
 
-async fn stage1_error(err: Stage1Error, images: &Images, child: Child) -> LaunchError {
+async fn stage1_error(
+    err: Stage1Error,
+    images: &Images,
+    child: Child,
+    route: &Route,
+) -> LaunchError {
     match err {
         Stage1Error::UnsupportedArch(arch) => {
             let known = ["x86_64", "aarch64"];
@@ -183,9 +226,33 @@ async fn stage1_error(err: Stage1Error, images: &Images, child: Child) -> Launch
                 said: quote(&noise),
             }
         }
-        Stage1Error::Closed { noise } => with_said(ended_early(child.finish(GRACE).await), &noise),
-        Stage1Error::Io(_) => ended_early(child.finish(GRACE).await),
+        Stage1Error::Closed { noise } => {
+            let tail = child.stderr_tail();
+            let ended = child.finish(GRACE).await;
+            // The hop's own words name the cause (not allowed, no such user, ...) when they can.
+            door_failure(route, tail, ended)
+                .await
+                .unwrap_or_else(|| with_said(ended_early(ended), &noise))
+        }
+        Stage1Error::Io(_) => {
+            let tail = child.stderr_tail();
+            let ended = child.finish(GRACE).await;
+            door_failure(route, tail, ended)
+                .await
+                .unwrap_or_else(|| ended_early(ended))
+        }
     }
+}
+
+/// The first leg's door hop (sudo, podman, ...) naming its failure in its own words, if it can.
+async fn door_failure(
+    route: &Route,
+    tail: Option<crate::stderr::Tail>,
+    ended: Ended,
+) -> Option<LaunchError> {
+    let tail = tail?;
+    tail.finish().await;
+    route.door()?.failure(&tail.text(), ended)
 }
 
 /// How long a route that has done its part may take to end by itself before it is ended.

@@ -18,6 +18,8 @@ pub struct Stats {
     pub payload_bytes: u64,
     pub sent_bytes: u64,
     pub cached: bool,
+    /// The legs after the first (started by the bridges, not by ferry).
+    pub legs: Vec<crate::LegStats>,
 }
 
 impl Stats {
@@ -26,6 +28,12 @@ impl Stats {
             "payload_bytes": self.payload_bytes,
             "sent_bytes": self.sent_bytes,
             "cached": self.cached,
+            "legs": self.legs.iter().map(|l| json!({
+                "leg": l.leg,
+                "arch": l.arch,
+                "cached": l.cached,
+                "payload_bytes": l.payload_bytes,
+            })).collect::<Vec<_>>(),
         })
         .to_string()
     }

@@ -35,6 +35,20 @@ pub enum LaunchError {
     Terminated(String),
     #[error("protocol error: {0}")]
     Protocol(String),
+    #[error("{hop}: not allowed ({words})")]
+    HopDenied { hop: String, words: String },
+    #[error("{hop}: a password is required ({words}), and ferry cannot ask for it here")]
+    PasswordRequired { hop: String, words: String },
+    #[error("{hop}: no such user ({words})")]
+    NoSuchUser { hop: String, words: String },
+    #[error("{hop}: no such container ({words})")]
+    NoContainer { hop: String, words: String },
+    #[error("{hop}: the container is not running ({words}); start it with `{start}`")]
+    ContainerStopped {
+        hop: String,
+        words: String,
+        start: String,
+    },
     #[error("internal error: {0}")]
     Internal(String),
     #[error("{what}; {}", if said.is_empty() { "the remote printed nothing".to_owned() } else { format!("the remote printed: \"{said}\"") })]
@@ -52,8 +66,11 @@ impl LaunchError {
     /// ferry's exit status for this failure (documented in README.md).
     pub fn exit_code(&self) -> u8 {
         match self {
-            LaunchError::UnknownHost { .. } | LaunchError::Unreachable { .. } => 201,
-            LaunchError::AuthenticationFailed { .. } => 202,
+            LaunchError::UnknownHost { .. }
+            | LaunchError::Unreachable { .. }
+            | LaunchError::NoContainer { .. }
+            | LaunchError::ContainerStopped { .. } => 201,
+            LaunchError::AuthenticationFailed { .. } | LaunchError::PasswordRequired { .. } => 202,
             LaunchError::UnknownHostKey { .. } | LaunchError::InvalidHostKey { .. } => 203,
             LaunchError::UnsupportedArch { .. } => 204,
             LaunchError::NoDirectory { .. } | LaunchError::NoSpace { .. } => 205,
@@ -64,15 +81,25 @@ impl LaunchError {
             LaunchError::Internal(_) => 210,
             LaunchError::Timeout { .. } => 211,
             LaunchError::BadRoute(_) => 2,
+            LaunchError::HopDenied { .. } => 212,
+            LaunchError::NoSuchUser { .. } => 213,
         }
     }
 
     /// The Cockpit `problem` code for an `init` or `close` that reports this failure.
     pub fn problem(&self) -> &'static str {
         match self {
-            LaunchError::UnknownHost { .. } => problem::UNKNOWN_HOST,
-            LaunchError::Unreachable { .. } => problem::NO_HOST,
-            LaunchError::AuthenticationFailed { .. } => problem::AUTHENTICATION_FAILED,
+            LaunchError::UnknownHost { .. } | LaunchError::NoContainer { .. } => {
+                problem::UNKNOWN_HOST
+            }
+            LaunchError::Unreachable { .. } | LaunchError::ContainerStopped { .. } => {
+                problem::NO_HOST
+            }
+            LaunchError::AuthenticationFailed { .. } | LaunchError::PasswordRequired { .. } => {
+                problem::AUTHENTICATION_FAILED
+            }
+            LaunchError::HopDenied { .. } => problem::ACCESS_DENIED,
+            LaunchError::NoSuchUser { .. } => problem::NOT_FOUND,
             LaunchError::UnknownHostKey { .. } => problem::UNKNOWN_HOSTKEY,
             LaunchError::InvalidHostKey { .. } => problem::INVALID_HOSTKEY,
             LaunchError::UnsupportedArch { .. }

@@ -3,6 +3,17 @@ use std::str::FromStr;
 
 use crate::login_shell::{self, Unquotable};
 use crate::ssh::SESSION_OPTIONS;
+use crate::transport::Ended;
+use crate::LaunchError;
+
+// One module per kind of hop that switches user or enters a container.
+mod container;
+mod doas;
+mod docker;
+mod flatpak;
+mod podman;
+mod su;
+mod sudo;
 
 /// One step of a route: a way to run a command somewhere else.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,12 +28,32 @@ pub enum Hop {
     },
     /// Any command that runs a command elsewhere: `PROGRAM ARGS... sh -c STAGE1`.
     Exec { argv: Vec<String> },
+    /// `sudo` (root) or `sudo:USER`.
+    Sudo { user: Option<String> },
+    /// `su:USER`.
+    Su { user: String },
+    /// `doas` (root) or `doas:USER`.
+    Doas { user: Option<String> },
+    /// `podman:CONTAINER[:USER]`: a running container.
+    Podman {
+        container: String,
+        user: Option<String>,
+    },
+    /// `docker:CONTAINER[:USER]`: a running container.
+    Docker {
+        container: String,
+        user: Option<String>,
+    },
+    /// `flatpak-host`: from inside a Flatpak sandbox to its host.
+    FlatpakHost,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum HopParseError {
-    #[error("unknown hop {0:?}: use local, ssh:[USER@]HOST[:PORT] or exec:PROGRAM [ARGS...]")]
+    #[error("unknown hop {0:?}: use local, ssh:[USER@]HOST[:PORT], sudo[:USER], su:USER, doas[:USER], podman:CONTAINER[:USER], docker:CONTAINER[:USER], flatpak-host or exec:PROGRAM [ARGS...]")]
     Unknown(String),
+    #[error("hop {0:?} names no valid user or container (no spaces, not starting with `-`)")]
+    BadName(String),
     #[error("ssh hop {0:?} has no host: use ssh:[USER@]HOST[:PORT]")]
     NoHost(String),
     #[error("ssh hop {0:?} has an invalid port")]
@@ -43,6 +74,9 @@ impl FromStr for Hop {
         if let Some(rest) = s.strip_prefix("ssh:") {
             return parse_ssh(s, rest);
         }
+        if let Some(hop) = parse_door(s)? {
+            return Ok(hop);
+        }
         if let Some(rest) = s.strip_prefix("exec:") {
             let argv = shell_words::split(rest).map_err(|_| HopParseError::Quotes(s.into()))?;
             if argv.is_empty() {
@@ -52,6 +86,52 @@ impl FromStr for Hop {
         }
         Err(HopParseError::Unknown(s.into()))
     }
+}
+
+/// A user or container name as a hop takes it: not empty, no whitespace or `:`, no leading `-`.
+fn name(whole: &str, word: &str) -> Result<String, HopParseError> {
+    if word.is_empty()
+        || word.starts_with('-')
+        || word.contains(|c: char| c.is_whitespace() || c == ':' || c.is_control())
+    {
+        return Err(HopParseError::BadName(whole.into()));
+    }
+    Ok(word.to_owned())
+}
+
+/// `sudo[:USER]`, `su:USER`, `doas[:USER]`, `podman:C[:USER]`, `docker:C[:USER]`,
+/// `flatpak-host`; `None` for any other hop.
+fn parse_door(s: &str) -> Result<Option<Hop>, HopParseError> {
+    let (kind, rest) = match s.split_once(':') {
+        Some((k, r)) => (k, Some(r)),
+        None => (s, None),
+    };
+    let user = |r: Option<&str>| r.map(|u| name(s, u)).transpose();
+    let container = |r: Option<&str>| -> Result<(String, Option<String>), HopParseError> {
+        let r = r.ok_or_else(|| HopParseError::BadName(s.into()))?;
+        let (c, u) = match r.split_once(':') {
+            Some((c, u)) => (c, Some(u)),
+            None => (r, None),
+        };
+        Ok((name(s, c)?, user(u)?))
+    };
+    Ok(Some(match kind {
+        "sudo" => Hop::Sudo { user: user(rest)? },
+        "doas" => Hop::Doas { user: user(rest)? },
+        "su" => Hop::Su {
+            user: name(s, rest.unwrap_or(""))?,
+        },
+        "podman" => {
+            let (container, user) = container(rest)?;
+            Hop::Podman { container, user }
+        }
+        "docker" => {
+            let (container, user) = container(rest)?;
+            Hop::Docker { container, user }
+        }
+        "flatpak-host" if rest.is_none() => Hop::FlatpakHost,
+        _ => return Ok(None),
+    }))
 }
 
 fn parse_ssh(whole: &str, rest: &str) -> Result<Hop, HopParseError> {
@@ -113,11 +193,100 @@ impl fmt::Display for Hop {
                 Ok(())
             }
             Hop::Exec { argv } => write!(f, "exec:{}", shell_words::join(argv)),
+            Hop::Sudo { user } => with_user(f, "sudo", user.as_deref()),
+            Hop::Doas { user } => with_user(f, "doas", user.as_deref()),
+            Hop::Su { user } => write!(f, "su:{user}"),
+            Hop::Podman { container, user } => {
+                with_user(f, &format!("podman:{container}"), user.as_deref())
+            }
+            Hop::Docker { container, user } => {
+                with_user(f, &format!("docker:{container}"), user.as_deref())
+            }
+            Hop::FlatpakHost => f.write_str("flatpak-host"),
         }
     }
 }
 
+fn with_user(f: &mut fmt::Formatter<'_>, kind: &str, user: Option<&str>) -> fmt::Result {
+    match user {
+        Some(u) => write!(f, "{kind}:{u}"),
+        None => f.write_str(kind),
+    }
+}
+
+/// What a tool's words say about why it failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Said {
+    NotAllowed,
+    Password,
+    NoUser,
+    NoContainer,
+    Stopped,
+}
+
+/// The first line of `stderr` that contains one of the `phrases` (compared case-insensitively),
+/// trimmed, with what it says: a tool's own words.
+fn words(stderr: &str, phrases: &[(&str, Said)]) -> Option<(String, Said)> {
+    stderr.lines().map(str::trim).find_map(|line| {
+        let lower = line.to_lowercase();
+        phrases
+            .iter()
+            .find(|(p, _)| lower.contains(&p.to_lowercase()))
+            .map(|(_, said)| (line.to_owned(), *said))
+    })
+}
+
+/// The [`LaunchError`] for what a hop's tool said.
+fn said_error(hop: &str, words: String, said: Said, start: impl FnOnce() -> String) -> LaunchError {
+    let hop = hop.to_owned();
+    match said {
+        Said::NotAllowed => LaunchError::HopDenied { hop, words },
+        Said::Password => LaunchError::PasswordRequired { hop, words },
+        Said::NoUser => LaunchError::NoSuchUser { hop, words },
+        Said::NoContainer => LaunchError::NoContainer { hop, words },
+        Said::Stopped => LaunchError::ContainerStopped {
+            hop,
+            words,
+            start: start(),
+        },
+    }
+}
+
 impl Hop {
+    /// Does this hop start a new leg of the route (a new machine, user or container, reached
+    /// by the bridge of the leg before it)? `local` and `exec:` hops join the leg they are in.
+    pub fn is_door(&self) -> bool {
+        !matches!(self, Hop::Local | Hop::Exec { .. })
+    }
+
+    /// The command prefix of a hop that runs the rest of the route as an argv.
+    fn prefix(&self) -> Option<Vec<String>> {
+        match self {
+            Hop::Exec { argv } => Some(argv.clone()),
+            Hop::Sudo { user } => Some(sudo::argv(user.as_deref())),
+            Hop::Doas { user } => Some(doas::argv(user.as_deref())),
+            Hop::Podman { container, user } => Some(podman::argv(container, user.as_deref())),
+            Hop::Docker { container, user } => Some(docker::argv(container, user.as_deref())),
+            Hop::FlatpakHost => Some(flatpak::argv()),
+            Hop::Local | Hop::Ssh { .. } | Hop::Su { .. } => None,
+        }
+    }
+
+    /// Why this hop's command ended before a bridge ran, when its own words on stderr say so:
+    /// not allowed, a password needed, no such user, no such container, container stopped.
+    pub fn failure(&self, stderr: &str, ended: Ended) -> Option<LaunchError> {
+        let shown = self.to_string();
+        match self {
+            Hop::Sudo { .. } => sudo::failure(&shown, stderr, ended),
+            Hop::Doas { .. } => doas::failure(&shown, stderr, ended),
+            Hop::Su { .. } => su::failure(&shown, stderr, ended),
+            Hop::Podman { container, .. } => podman::failure(container, &shown, stderr, ended),
+            Hop::Docker { container, .. } => docker::failure(container, &shown, stderr, ended),
+            Hop::FlatpakHost => flatpak::failure(&shown, stderr, ended),
+            Hop::Local | Hop::Ssh { .. } | Hop::Exec { .. } => None,
+        }
+    }
+
     /// The destination as ssh takes it (`[user@]host`), for an ssh hop.
     pub fn ssh_destination(&self) -> Option<String> {
         match self {
@@ -165,8 +334,18 @@ impl Route {
         for (i, hop) in self.hops.iter().enumerate().rev() {
             match hop {
                 Hop::Local => {}
-                Hop::Exec { argv } => {
-                    let mut v = argv.clone();
+                Hop::Su { user } => {
+                    let mut v = su::argv(user);
+                    v.push(shell_words::join(&tail));
+                    tail = v;
+                }
+                Hop::Exec { .. }
+                | Hop::Sudo { .. }
+                | Hop::Doas { .. }
+                | Hop::Podman { .. }
+                | Hop::Docker { .. }
+                | Hop::FlatpakHost => {
+                    let mut v = hop.prefix().unwrap_or_default();
                     v.append(&mut tail);
                     tail = v;
                 }
@@ -191,6 +370,49 @@ impl Route {
             }
         }
         Ok(Launch::Command(tail))
+    }
+}
+
+impl Route {
+    /// The route cut into legs: each leg holds one door hop (see [`Hop::is_door`]) and the
+    /// `local` and `exec:` hops after it; hops before the first door belong to the first leg.
+    /// The launcher starts the first leg; the bridge at the end of each leg starts the next.
+    pub fn legs(&self) -> Vec<Route> {
+        let mut legs: Vec<Route> = vec![Route::new(Vec::new())];
+        for hop in &self.hops {
+            let last = legs.last_mut().expect("never empty");
+            if hop.is_door() && last.hops.iter().any(Hop::is_door) {
+                legs.push(Route::new(vec![hop.clone()]));
+            } else {
+                last.hops.push(hop.clone());
+            }
+        }
+        legs
+    }
+
+    /// The leg's door hop, if it has one.
+    pub fn door(&self) -> Option<&Hop> {
+        self.hops.iter().find(|h| h.is_door())
+    }
+}
+
+impl Launch {
+    /// The launch as one argv, run on the machine before the route (a bridge runs a later leg
+    /// this way): an ssh first hop becomes a plain `ssh -T` command.
+    pub fn into_argv(self) -> Vec<String> {
+        match self {
+            Launch::Command(argv) => argv,
+            Launch::Ssh { hop, command_line } => {
+                let mut v = vec!["ssh".to_owned(), "-T".to_owned()];
+                if let Hop::Ssh { port: Some(p), .. } = &hop {
+                    v.extend(["-p".to_owned(), p.to_string()]);
+                }
+                v.push(hop.ssh_destination().unwrap_or_default());
+                v.push("--".to_owned());
+                v.push(command_line);
+                v
+            }
+        }
     }
 }
 
@@ -245,8 +467,153 @@ mod tests {
     }
 
     #[test]
+    fn parses_door_hops() {
+        let user = |u: &str| Some(u.to_owned());
+        assert_eq!("sudo".parse::<Hop>().unwrap(), Hop::Sudo { user: None });
+        assert_eq!(
+            "sudo:bob".parse::<Hop>().unwrap(),
+            Hop::Sudo { user: user("bob") }
+        );
+        assert_eq!("doas".parse::<Hop>().unwrap(), Hop::Doas { user: None });
+        assert_eq!(
+            "su:bob".parse::<Hop>().unwrap(),
+            Hop::Su { user: "bob".into() }
+        );
+        assert_eq!(
+            "podman:db:bob".parse::<Hop>().unwrap(),
+            Hop::Podman {
+                container: "db".into(),
+                user: user("bob")
+            }
+        );
+        assert_eq!(
+            "docker:db".parse::<Hop>().unwrap(),
+            Hop::Docker {
+                container: "db".into(),
+                user: None
+            }
+        );
+        assert_eq!("flatpak-host".parse::<Hop>().unwrap(), Hop::FlatpakHost);
+        for bad in [
+            "sudo:",
+            "sudo:-u",
+            "su",
+            "su:a b",
+            "podman:",
+            "podman::u",
+            "docker:c:",
+        ] {
+            assert!(bad.parse::<Hop>().is_err(), "{bad} parsed");
+        }
+    }
+
+    #[test]
+    fn names_failures_in_the_tools_words() {
+        // Messages as the tools print them (sudo 1.9.13, opendoas 6.8, util-linux su, podman 4.3).
+        let cases: [(&str, &str, u8); 9] = [
+            ("sudo", "sudo: a password is required\n", 202),
+            (
+                "sudo",
+                "Sorry, user ferry-limited is not allowed to execute '/bin/sh' as root on vm.\n",
+                212,
+            ),
+            ("sudo", "sudo: sorry, you must have a tty to run sudo\n", 212),
+            (
+                "sudo:x",
+                "sudo: unknown user x\nsudo: error initializing audit plugin sudoers_audit\n",
+                213,
+            ),
+            ("doas", "doas: Operation not permitted\n", 212),
+            (
+                "su:x",
+                "su: user x does not exist or the user entry does not contain all the required fields\n",
+                213,
+            ),
+            (
+                "podman:c",
+                "Error: can only create exec sessions on running containers: container state improper\n",
+                201,
+            ),
+            (
+                "podman:c",
+                "Error: no container with name or ID \"c\" found: no such container\n",
+                201,
+            ),
+            (
+                "podman:c:u",
+                "Error: unable to find user u: no matching entries in passwd file\n",
+                213,
+            ),
+        ];
+        for (hop, stderr, status) in cases {
+            let hop: Hop = hop.parse().unwrap();
+            let err = hop
+                .failure(stderr, Ended::Code(1))
+                .unwrap_or_else(|| panic!("{hop}: {stderr:?} not named"));
+            assert_eq!(err.exit_code(), status, "{hop}: {err}");
+            let first = stderr.lines().find(|l| !l.contains("audit")).unwrap();
+            assert!(
+                err.to_string().contains(first),
+                "{err} does not quote {first:?}"
+            );
+        }
+        // Words it does not know are left to the generic failure.
+        let sudo: Hop = "sudo".parse().unwrap();
+        assert!(sudo.failure("something else\n", Ended::Code(1)).is_none());
+    }
+
+    #[test]
+    fn cuts_legs_at_doors() {
+        let route = |s: &str| Route::new(s.split(' ').map(|h| h.parse().unwrap()).collect());
+        let legs =
+            |s: &str| -> Vec<String> { route(s).legs().iter().map(ToString::to_string).collect() };
+        assert_eq!(legs("ssh:h sudo podman:db"), ["ssh:h", "sudo", "podman:db"]);
+        assert_eq!(legs("exec:a ssh:h exec:b"), ["exec:a ssh:h exec:b"]);
+        assert_eq!(
+            legs("local sudo exec:c su:u"),
+            ["local sudo exec:c", "su:u"]
+        );
+        assert_eq!(legs("exec:a"), ["exec:a"]);
+    }
+
+    #[test]
+    fn composes_door_hops() {
+        let argv = vec!["sh".to_owned(), "-c".to_owned(), "echo $x".to_owned()];
+        let route = Route::new(vec![
+            "sudo:bob".parse().unwrap(),
+            "exec:chroot /x".parse().unwrap(),
+        ]);
+        assert_eq!(
+            route.launch(argv.clone()).unwrap().into_argv(),
+            ["sudo", "-n", "-u", "bob", "--", "chroot", "/x", "sh", "-c", "echo $x"]
+        );
+        let route = Route::new(vec!["su:bob".parse().unwrap()]);
+        assert_eq!(
+            route.launch(argv.clone()).unwrap().into_argv(),
+            ["su", "bob", "-c", "sh -c 'echo $x'"]
+        );
+        let route = Route::new(vec!["ssh:u@h:2".parse().unwrap()]);
+        assert_eq!(
+            route.launch(argv).unwrap().into_argv(),
+            ["ssh", "-T", "-p", "2", "u@h", "--", "sh -c 'echo $x'"]
+        );
+    }
+
+    #[test]
     fn display_round_trips() {
-        for s in ["local", "ssh:u@h:22", "ssh:[::1]:22", "exec:chroot '/a b'"] {
+        for s in [
+            "local",
+            "ssh:u@h:22",
+            "ssh:[::1]:22",
+            "exec:chroot '/a b'",
+            "sudo",
+            "sudo:u",
+            "su:u",
+            "doas:u",
+            "podman:c:u",
+            "docker:c",
+            "flatpak-host",
+        ] {
             assert_eq!(s.parse::<Hop>().unwrap().to_string(), s);
         }
     }

@@ -20,9 +20,13 @@ pub struct Transport {
 /// The route's first process (and its ssh master, if any). Dropping it ends both: the process
 /// gets SIGTERM, so that a bridge (or a hop program such as `sudo`, which relays it) can end
 /// what it started; the master is killed.
+///
+/// With `keep_stderr` at the start, the last words of a local first process's stderr are kept
+/// (see [`crate::stderr`]).
 pub struct Child {
     process: tokio::process::Child,
     master: Option<Master>,
+    tail: Option<crate::stderr::Tail>,
 }
 
 /// How the route's first process ended.
@@ -36,19 +40,34 @@ pub enum Ended {
 impl Transport {
     /// Start `launch`. Errors are reported as what a user can fix: unknown host, refused key,
     /// missing program.
-    pub async fn start(launch: Launch, ssh_config: Option<&str>) -> Result<Transport, LaunchError> {
+    ///
+    /// With `keep_stderr`, a local first process's stderr is passed on through a pipe and its
+    /// last bytes are kept, so that a hop's own words can name its failure.
+    pub async fn start(
+        launch: Launch,
+        ssh_config: Option<&str>,
+        keep_stderr: bool,
+    ) -> Result<Transport, LaunchError> {
         match launch {
-            Launch::Command(argv) => start_local(argv),
+            Launch::Command(argv) => start_local(argv, keep_stderr),
             Launch::Ssh { hop, command_line } => start_ssh(&hop, &command_line, ssh_config).await,
         }
     }
 }
 
 impl Child {
+    /// What is kept of the first process's stderr (complete once [`Child::wait`] returned).
+    pub fn stderr_tail(&self) -> Option<crate::stderr::Tail> {
+        self.tail.clone()
+    }
+
     /// Wait for the route's first process to end, then close its ssh master.
     pub async fn wait(mut self) -> Ended {
         let status = self.process.wait().await.ok();
         self.close().await;
+        if let Some(tail) = self.tail.take() {
+            tail.finish().await;
+        }
         ended(status)
     }
 
@@ -108,14 +127,14 @@ fn ended(status: Option<std::process::ExitStatus>) -> Ended {
     }
 }
 
-fn start_local(argv: Vec<String>) -> Result<Transport, LaunchError> {
+fn start_local(argv: Vec<String>, keep_stderr: bool) -> Result<Transport, LaunchError> {
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| LaunchError::Internal("empty command".into()))?;
     tracing::debug!(program, "starting the route locally");
     let mut command = tokio::process::Command::new(program);
     command.args(args);
-    spawn(command, None).map_err(|e| match e.kind() {
+    spawn(command, None, keep_stderr).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => LaunchError::NoShell(format!(
             "{program}: program not found on this machine; check the first hop"
         )),
@@ -129,18 +148,28 @@ fn start_local(argv: Vec<String>) -> Result<Transport, LaunchError> {
 fn spawn(
     mut command: tokio::process::Command,
     master: Option<Master>,
+    keep_stderr: bool,
 ) -> std::io::Result<Transport> {
     let mut process = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(if keep_stderr {
+            Stdio::piped()
+        } else {
+            Stdio::inherit()
+        })
         .spawn()?;
     let stdin = process.stdin.take().expect("stdin is piped");
     let stdout = process.stdout.take().expect("stdout is piped");
+    let tail = process.stderr.take().map(crate::stderr::Tail::pass_on);
     Ok(Transport {
         stdin: Box::pin(stdin),
         stdout: Box::pin(stdout),
-        child: Child { process, master },
+        child: Child {
+            process,
+            master,
+            tail,
+        },
     })
 }
 
@@ -164,6 +193,6 @@ async fn start_ssh(
     )
     .await?;
     let command = master.command(command_line);
-    spawn(command, Some(master))
+    spawn(command, Some(master), false)
         .map_err(|e| LaunchError::Internal(format!("cannot start ssh: {e}")))
 }

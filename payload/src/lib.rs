@@ -14,7 +14,9 @@ pub mod interact;
 mod output;
 mod process;
 mod pty;
+mod replicate;
 mod router;
+mod superuser;
 pub mod utf8;
 
 use ferry_protocol::control::{self, Message};

@@ -13,7 +13,7 @@ use std::pin::Pin;
 use ferry_protocol::control::{self, Message};
 use ferry_protocol::{problem, Frame, FrameCodec, FrameError};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::codec::{FramedRead, FramedWrite};
@@ -64,15 +64,14 @@ struct Finished {
 
 /// How the session starts.
 struct Start {
-    /// Send the bridge's `init` first.
-    send_init: bool,
     /// Behave as if the peer had sent `init` with this host.
     assume_init: Option<String>,
 }
 
 /// Run the bridge on one transport (Cockpit frames) until the peer goes away.
 ///
-/// Sends the bridge's `init` first. Returns an error for a broken transport or protocol; for a
+/// Sends the bridge's `init` first. A `ferry-hop` request as the peer's first message makes
+/// this bridge start the route's next hop and relay to it instead (see `replicate`). Returns an error for a broken transport or protocol; for a
 /// protocol error the peer has then been sent a `close` with `problem: "protocol-error"`.
 /// Every channel's task (and child process) is gone when this returns.
 pub async fn run<R, W>(input: R, output: W) -> Result<(), FrameError>
@@ -80,14 +79,30 @@ where
     R: AsyncRead + Unpin,
     W: Transport,
 {
+    let mut output = output;
+    // The `init` goes first, before anything is read: a launcher waits for it.
+    output
+        .write_all(&crate::init_message().into_frame().to_bytes())
+        .await?;
+    output.flush().await?;
+    let mut frames = FramedRead::new(input, FrameCodec::new());
+    let first = frames.next().await;
+    if let Some(Ok(frame)) = &first {
+        // Before any `init`, a launcher may ask this bridge to start the route's next hop.
+        if crate::replicate::is_request(frame) {
+            let request = frame.parse_control()?;
+            return crate::replicate::serve(request, frames, output).await;
+        }
+    }
+    let frames: Frames<'_> = match first {
+        Some(first) => Box::pin(futures_util::stream::iter([first]).chain(frames)),
+        None => Box::pin(futures_util::stream::empty()),
+    };
     let pipe = output.pipe();
     serve(
-        Box::pin(FramedRead::new(input, FrameCodec::new())),
+        frames,
         Writer::Frames(Box::new(output), pipe),
-        Start {
-            send_init: true,
-            assume_init: None,
-        },
+        Start { assume_init: None },
     )
     .await
 }
@@ -106,7 +121,6 @@ where
             InteractCodec::new(boundary),
         ))),
         Start {
-            send_init: false,
             assume_init: Some("localhost".into()),
         },
     )
@@ -162,9 +176,7 @@ async fn serve(frames: Frames<'_>, writer: Writer, start: Start) -> Result<(), F
     let (out_tx, out_rx) = mpsc::channel::<Out>(OUT_QUEUE);
     let can_splice = writer.can_splice();
     let mut writer = tokio::spawn(write_out(writer, out_rx));
-    if start.send_init {
-        let _ = out_tx.send(crate::init_message().into_frame().into()).await;
-    }
+    let superuser = crate::superuser::Superuser::new(out_tx.clone());
     let mut router = Router {
         out: out_tx,
         can_splice,
@@ -172,6 +184,7 @@ async fn serve(frames: Frames<'_>, writer: Writer, start: Start) -> Result<(), F
         init_host: start.assume_init,
         serial: 0,
         finished: mpsc::unbounded_channel(),
+        superuser,
     };
     let result = router.route(frames).await;
 
@@ -208,6 +221,8 @@ struct Router {
         mpsc::UnboundedSender<Finished>,
         mpsc::UnboundedReceiver<Finished>,
     ),
+    /// The root copy of the bridge, for `superuser` channels.
+    superuser: crate::superuser::Superuser,
 }
 
 fn bad(text: impl Into<String>) -> FrameError {
@@ -220,6 +235,7 @@ impl Router {
             tokio::select! {
                 biased;
                 Some(done) = self.finished.1.recv() => self.finished(done).await?,
+                Some(event) = self.superuser.next_event() => self.superuser_event(event).await?,
                 frame = frames.next() => match frame {
                     Some(Ok(frame)) => self.frame(frame).await?,
                     Some(Err(e)) => return Err(e),
@@ -256,6 +272,10 @@ impl Router {
             if self.init_host.is_none() {
                 return Err(bad("data before init"));
             }
+            if self.superuser.routes(&frame.channel) {
+                self.superuser.forward(frame);
+                return Ok(());
+            }
             if let Some(open) = self.channels.get(&frame.channel) {
                 open.send(Inbound::Input(Input::Data(frame.payload)));
             }
@@ -269,6 +289,32 @@ impl Router {
         };
         if self.init_host.is_none() && msg.command != "init" {
             return Err(bad("the first message is not init"));
+        }
+        if let Some(id) = &channel {
+            if self.superuser.routes(id) {
+                if msg.command == "open" {
+                    return Err(bad(format!("channel {id} is already open")));
+                }
+                self.superuser.forward(frame);
+                return Ok(());
+            }
+            if let Some(mode) = crate::superuser::mode(&msg).filter(|_| msg.command == "open") {
+                if !crate::superuser::is_root() {
+                    if self.channels.contains_key(id) {
+                        return Err(bad(format!("channel {id} is already open")));
+                    }
+                    use crate::superuser::Route;
+                    match self.superuser.open(id, &msg, frame, mode) {
+                        Route::Forwarded => return Ok(()),
+                        Route::Local => {}
+                        Route::Deny(why) => {
+                            let close = control::close(id, Some(problem::ACCESS_DENIED))
+                                .with("message", why);
+                            return self.send(close).await;
+                        }
+                    }
+                }
+            }
         }
         match channel {
             Some(id) => self.channel_control(id, msg).await,
@@ -287,11 +333,17 @@ impl Router {
                     return Err(bad("init without \"host\""));
                 };
                 self.init_host = Some(host.to_owned());
+                if let Some(done) = self.superuser.init(&msg) {
+                    self.send(done).await?;
+                }
             }
             "ping" => {
                 self.send(msg.into_pong()).await?;
             }
-            "kill" => self.kill(msg.str("host"), msg.str("group")).await?,
+            "kill" => {
+                self.superuser.kill(&msg);
+                self.kill(msg.str("host"), msg.str("group")).await?;
+            }
             "open" | "close" | "done" | "options" | "ready" => {
                 return Err(bad(format!("{} without \"channel\"", msg.command)));
             }
@@ -377,6 +429,22 @@ impl Router {
                 task,
             },
         );
+        Ok(())
+    }
+
+    /// Act on what happened to the root copy: say what it says, run `try` channels here when
+    /// there is no root copy, with the frames that waited for them.
+    async fn superuser_event(&mut self, event: crate::superuser::Event) -> Result<(), FrameError> {
+        let (local, replay, say) = self.superuser.event(event);
+        for msg in say {
+            self.send(msg).await?;
+        }
+        for (id, open) in local {
+            self.open(id, open)?;
+        }
+        for frame in replay {
+            self.frame(frame).await?;
+        }
         Ok(())
     }
 

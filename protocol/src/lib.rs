@@ -10,6 +10,7 @@
 
 pub mod control;
 mod frame;
+pub mod hop;
 pub mod problem;
 pub mod signal;
 

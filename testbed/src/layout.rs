@@ -79,7 +79,8 @@ fn sh_noise(file: &str) -> String {
     format!("echo '{NOISE} ({file})'\n")
 }
 
-/// Every test user, one per login shell, plus the read-only and noexec homes.
+/// Every test user, one per login shell, plus the read-only and noexec homes and the users of
+/// the hop tests.
 pub fn users() -> Vec<UserSpec> {
     let sh_noise_files = |files: &[&'static str]| -> Vec<(&'static str, String)> {
         files.iter().map(|f| (*f, sh_noise(f))).collect()
@@ -125,6 +126,38 @@ pub fn users() -> Vec<UserSpec> {
             short: "rohome",
             shell: "/bin/bash".into(),
             home_kind: HomeKind::ReadOnly,
+            noise: sh_noise_files(&[".bashrc", ".profile"]),
+        },
+        // For the hop tests: sudo and doas without a password, sudo with requiretty, and a
+        // user only the cache-counting test logs in as (its cache starts cold).
+        UserSpec {
+            short: "sudoer",
+            shell: "/bin/bash".into(),
+            home_kind: HomeKind::Normal,
+            noise: sh_noise_files(&[".bashrc", ".profile"]),
+        },
+        UserSpec {
+            short: "tty",
+            shell: "/bin/bash".into(),
+            home_kind: HomeKind::Normal,
+            noise: sh_noise_files(&[".bashrc", ".profile"]),
+        },
+        UserSpec {
+            short: "pw",
+            shell: "/bin/bash".into(),
+            home_kind: HomeKind::Normal,
+            noise: sh_noise_files(&[".bashrc", ".profile"]),
+        },
+        UserSpec {
+            short: "limited",
+            shell: "/bin/bash".into(),
+            home_kind: HomeKind::Normal,
+            noise: sh_noise_files(&[".bashrc", ".profile"]),
+        },
+        UserSpec {
+            short: "cold",
+            shell: "/bin/bash".into(),
+            home_kind: HomeKind::Normal,
             noise: sh_noise_files(&[".bashrc", ".profile"]),
         },
         UserSpec {

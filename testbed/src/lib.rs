@@ -15,17 +15,28 @@
 //! | base directory | `/var/lib/ferry-testbed` |
 //! | aarch64 busybox root | `<base>/aarch64` |
 //! | busybox `ash` login shell | `<base>/bin/ash` (symlink to busybox) |
-//! | test users | `ferry-bash`, `ferry-dash`, `ferry-zsh`, `ferry-fish`, `ferry-tcsh`, `ferry-ash`, `ferry-rohome`, `ferry-noexec` |
+//! | test users | `ferry-bash`, `ferry-dash`, `ferry-zsh`, `ferry-fish`, `ferry-tcsh`, `ferry-ash`, `ferry-rohome`, `ferry-noexec`, `ferry-sudoer`, `ferry-tty`, `ferry-pw`, `ferry-limited`, `ferry-cold` |
+//! | podman containers' busybox root | `<base>/container-root` |
+//! | sudo and doas rules | `/etc/sudoers.d/ferry-testbed`, `/etc/doas.conf` |
 
+mod containers;
 mod layout;
+mod privilege;
 mod require;
+mod session_bus;
 mod sshd;
 
+pub use containers::{
+    container_root, ensure_containers, CONTAINER_GROUP, CONTAINER_PASSWD, RUNNING_CONTAINER,
+    STOPPED_CONTAINER,
+};
 pub use layout::{
     aarch64_root, ash_shell, base_dir, ensure_noexec_home, noexec_home_mounted, user, users,
     write_noise, HomeKind, UserSpec, NOISE, USER_PREFIX,
 };
+pub use privilege::{doas_conf, sudoers, DOAS_CONF, SUDOERS_FILE};
 pub use require::{in_ci, is_root, require, Component};
+pub use session_bus::{SessionBus, FLATPAK_SESSION_HELPER, FLATPAK_SPAWN};
 pub use sshd::{Sshd, SshdError, HOST_KEY_ALIAS};
 
 /// Return from the calling test (a function returning `()`) when `component` is missing.

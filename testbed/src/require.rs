@@ -25,6 +25,14 @@ pub enum Component {
     CockpitBridge,
     /// `unshare` from util-linux, with root, for private mount namespaces.
     Unshare,
+    /// sudo with the test bed's rules ([`crate::sudoers`]), and root to use it as anyone.
+    Sudo,
+    /// doas (Debian's opendoas) with the test bed's rules ([`crate::doas_conf`]).
+    Doas,
+    /// podman with runc, root, and the test containers ([`crate::ensure_containers`]).
+    Podman,
+    /// `dbus-daemon`, `flatpak-session-helper` and `flatpak-spawn` (see [`crate::SessionBus`]).
+    FlatpakSpawn,
 }
 
 impl fmt::Display for Component {
@@ -38,6 +46,10 @@ impl fmt::Display for Component {
             Component::Perl => f.write_str("perl"),
             Component::CockpitBridge => f.write_str("cockpit-bridge"),
             Component::Unshare => f.write_str("unshare"),
+            Component::Sudo => f.write_str("sudo with the test bed's rules"),
+            Component::Doas => f.write_str("doas with the test bed's rules"),
+            Component::Podman => f.write_str("podman and the test containers"),
+            Component::FlatpakSpawn => f.write_str("flatpak-spawn and a session bus"),
         }
     }
 }
@@ -97,6 +109,15 @@ fn user(short: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A rules file must hold exactly the test bed's rules.
+fn rules(path: &str, content: &str) -> Result<(), String> {
+    match fs::read_to_string(path) {
+        Ok(text) if text == content => Ok(()),
+        Ok(_) => Err(format!("{path} does not hold the test bed's rules")),
+        Err(e) => Err(format!("{path}: {e}")),
+    }
+}
+
 impl Component {
     /// `Ok` when the component is there, else what is missing.
     pub fn check(self) -> Result<(), String> {
@@ -138,6 +159,36 @@ impl Component {
             Component::Unshare => {
                 executable("/usr/bin/unshare")?;
                 root()
+            }
+            Component::Sudo => {
+                executable("/usr/bin/sudo")?;
+                root()?;
+                rules(crate::SUDOERS_FILE, &crate::sudoers())?;
+                ["sudoer", "tty", "pw", "limited", "cold"]
+                    .iter()
+                    .try_for_each(|u| user(u))
+            }
+            Component::Doas => {
+                executable("/usr/bin/doas")?;
+                root()?;
+                rules(crate::DOAS_CONF, &crate::doas_conf())?;
+                user("sudoer")
+            }
+            Component::Podman => {
+                executable("/usr/bin/podman")?;
+                executable("/usr/sbin/runc")?;
+                root()?;
+                let sh = crate::container_root().join("bin/sh");
+                if !sh.exists() {
+                    return Err(format!("the container root {} is missing", sh.display()));
+                }
+                crate::ensure_containers().map_err(|e| format!("cannot start them: {e}"))
+            }
+            Component::FlatpakSpawn => {
+                executable("/usr/bin/dbus-daemon")?;
+                executable("/usr/bin/dbus-send")?;
+                executable(crate::FLATPAK_SESSION_HELPER)?;
+                executable(crate::FLATPAK_SPAWN)
             }
         }
     }

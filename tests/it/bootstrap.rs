@@ -367,7 +367,7 @@ fn aarch64_chroot_runs_the_aarch64_bridge() {
 
 /// `exec:` hop that appends every byte reaching the remote's stdin to `log`, where no cached
 /// image is found but in `XDG_CACHE_HOME`.
-fn tee_hop(dir: &Path, log: &Path) -> String {
+pub(crate) fn tee_hop(dir: &Path, log: &Path) -> String {
     format!(
         r#"{} sh -c 'tee -a "$0" | "$@"' {}"#,
         isolating_hop(dir),

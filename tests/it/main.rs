@@ -6,6 +6,7 @@ mod bootstrap;
 mod conformance;
 mod handshake;
 mod hop_words;
+mod hops;
 mod lifecycle;
 mod loader;
 mod ssh_config;

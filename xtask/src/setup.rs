@@ -33,6 +33,13 @@ const PACKAGES: &[&str] = &[
     "cockpit-bridge",
     "cockpit-ws",
     "cockpit-system",
+    // Hops: doas, containers (runc: crun cannot run here), flatpak-spawn on a session bus.
+    "opendoas",
+    "podman",
+    "runc",
+    "flatpak",
+    "flatpak-xdg-utils",
+    "dbus",
 ];
 
 const RUST_TARGETS: &[&str] = &["x86_64-unknown-linux-musl", "aarch64-unknown-linux-musl"];
@@ -79,6 +86,8 @@ pub fn ensure() -> Result<usize> {
     setup.aarch64_root()?;
     setup.ash_shell()?;
     setup.users()?;
+    setup.privilege_rules()?;
+    setup.container_root()?;
     for m in &setup.missing {
         eprintln!("setup: MISSING {}\n         get it with: {}", m.what, m.how);
     }
@@ -479,6 +488,106 @@ impl Setup {
                     .with_context(|| format!("mount the noexec home {}", home.display()))?;
             }
         }
+        Ok(())
+    }
+}
+
+impl Setup {
+    /// The sudoers drop-in and doas.conf of the hop tests (see `ferry_testbed::sudoers`).
+    fn privilege_rules(&mut self) -> Result<()> {
+        for (path, content, mode) in [
+            (ferry_testbed::SUDOERS_FILE, ferry_testbed::sudoers(), 0o440),
+            (ferry_testbed::DOAS_CONF, ferry_testbed::doas_conf(), 0o400),
+        ] {
+            if fs::read_to_string(path).ok().as_deref() == Some(content.as_str()) {
+                continue;
+            }
+            if !self.root {
+                self.missing(path, "`cargo xtask setup` as root");
+                continue;
+            }
+            println!("setup: writing {path}");
+            let staging = format!("{path}.ferry-new");
+            fs::write(&staging, &content)?;
+            fs::set_permissions(&staging, fs::Permissions::from_mode(mode))?;
+            if path == ferry_testbed::SUDOERS_FILE {
+                // A broken sudoers file locks everyone out of sudo: check it first.
+                run_command(Command::new("visudo").args(["-c", "-q", "-f", &staging]))?;
+            }
+            fs::rename(&staging, path)?;
+        }
+        Ok(())
+    }
+}
+
+impl Setup {
+    /// The podman test containers' root: busybox-static for this machine, its applets, and a
+    /// passwd with `root`, `app` and `nohome` (see `ferry_testbed::container_root`).
+    fn container_root(&mut self) -> Result<()> {
+        let root = ferry_testbed::container_root();
+        if root.join("bin/sh").exists()
+            && fs::read_to_string(root.join("etc/passwd")).ok().as_deref()
+                == Some(ferry_testbed::CONTAINER_PASSWD)
+        {
+            return Ok(());
+        }
+        if !self.root {
+            self.missing(
+                format!("the container root at {}", root.display()),
+                "`cargo xtask setup` as root",
+            );
+            return Ok(());
+        }
+        println!("setup: making the container root at {}", root.display());
+        let download = tempdir_in_base("download-container")?;
+        let mut get = apt("download");
+        get.arg("busybox-static").current_dir(&download);
+        if !capture(&mut get)?.status.success() {
+            self.apt_update()?;
+            run_command(&mut get)?;
+        }
+        let deb = fs::read_dir(&download)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.extension().is_some_and(|x| x == "deb"))
+            .context("apt-get download left no .deb")?;
+        let staging = root.with_extension("new");
+        let _ = fs::remove_dir_all(&staging);
+        fs::create_dir_all(&staging)?;
+        run_command(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&staging))?;
+        fs::remove_dir_all(&download)?;
+        let bin = staging.join("bin");
+        let list = stdout_of(Command::new(bin.join("busybox")).arg("--list"))?;
+        for applet in list.lines().map(str::trim).filter(|a| !a.is_empty()) {
+            let link = bin.join(applet);
+            if applet != "busybox" && fs::symlink_metadata(&link).is_err() {
+                std::os::unix::fs::symlink("busybox", &link)?;
+            }
+        }
+        for (dir, mode) in [
+            ("tmp", 0o1777),
+            ("root", 0o700),
+            ("etc", 0o755),
+            ("home/app", 0o755),
+            ("proc", 0o555),
+            ("dev", 0o755),
+            ("sys", 0o555),
+        ] {
+            let path = staging.join(dir);
+            fs::create_dir_all(&path)?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
+        }
+        std::os::unix::fs::chown(staging.join("home/app"), Some(1000), Some(1000))?;
+        fs::write(staging.join("etc/passwd"), ferry_testbed::CONTAINER_PASSWD)?;
+        fs::write(staging.join("etc/group"), ferry_testbed::CONTAINER_GROUP)?;
+        // Containers made from an older root would keep it busy: they are made again.
+        for name in [
+            ferry_testbed::RUNNING_CONTAINER,
+            ferry_testbed::STOPPED_CONTAINER,
+        ] {
+            let _ = capture(Command::new("podman").args(["rm", "-f", "-t", "0", name]));
+        }
+        let _ = fs::remove_dir_all(&root);
+        fs::rename(&staging, &root)?;
         Ok(())
     }
 }
