@@ -3,5 +3,6 @@
 mod common;
 mod flow;
 mod interact;
+mod packages;
 mod protocol;
 mod stream;
