@@ -240,6 +240,8 @@ scenarios! {
     metrics,
     null,
     open_before_init,
+    packages,
+    packages_differences,
     ping,
     send_acks,
     stream_bad_options,
@@ -299,4 +301,34 @@ fn differences_file_is_valid() {
             );
         }
     }
+}
+
+/// `ferry-bridge --packages` lists what `cockpit-bridge --packages` lists on this machine, line
+/// for line, but the `checksum = ...` line of 287 (ferry computes no checksums: DIFFERENCES.md,
+/// `init-checksum`).
+#[test]
+fn packages_listing_matches_cockpit_bridge() {
+    let Some(bridges) = bridges() else {
+        return;
+    };
+    let list = |command: &[String]| -> Vec<String> {
+        let out = std::process::Command::new(&command[0])
+            .args(&command[1..])
+            .arg("--packages")
+            .stderr(std::process::Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("{command:?} --packages: {e}"));
+        assert!(out.status.success(), "{command:?} --packages: {out:?}");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.starts_with("checksum = "))
+            .map(str::to_owned)
+            .collect()
+    };
+    let reference = list(&bridges.reference);
+    assert!(
+        !reference.is_empty(),
+        "cockpit-bridge lists no packages: is cockpit-system installed?"
+    );
+    assert_eq!(list(&bridges.ferry), reference);
 }

@@ -18,6 +18,9 @@
 //!   order varies from run to run; say why in a comment).
 //! - `shape CHANNEL`: like `json`, but compare only the shape of each document (numbers
 //!   become a placeholder) and collapse runs of equal shapes (for periodic samples).
+//! - `http CHANNEL`: the channel answers an HTTP request in `http-stream1` form: its first
+//!   data frame is the response head, of which `status` and `Content-Encoding` are compared;
+//!   the body follows, compared parsed when all of it is one JSON document.
 //!
 //! Setup, done in a fresh `${TMP}` before each bridge starts:
 //! - `mkdir PATH`, `write PATH STRING`, `fill PATH BYTES`, `chmod OCTAL PATH`,
@@ -89,6 +92,8 @@ pub enum DataMode {
     Shape,
     /// Only the amount of data counts, in whole units of this many bytes.
     Size(u64),
+    /// An `http-stream1` response: a head, then the body.
+    Http,
 }
 
 /// A scenario as written, before variables are substituted.
@@ -358,6 +363,10 @@ fn parse_line(plan: &mut Plan, lineno: usize, words: &[Word]) -> Result<(), Stri
             }
             plan.modes
                 .insert(channel_arg(&args[0])?, DataMode::Size(unit));
+        }
+        "http" => {
+            want(1)?;
+            plan.modes.insert(channel_arg(&args[0])?, DataMode::Http);
         }
         "json" | "shape" => {
             let mode = match (verb, args.get(1).map(Word::plain).transpose()?) {
