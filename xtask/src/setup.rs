@@ -33,7 +33,16 @@ const PACKAGES: &[&str] = &[
     "cockpit-bridge",
     "cockpit-ws",
     "cockpit-system",
+    // Runs Cockpit 337's Python bridge, which is unpacked rather than installed.
+    "python3",
 ];
+
+/// An apt source for bookworm-backports (same archive and key as bookworm), which carries
+/// Cockpit 337. Its packages have priority 100, so nothing installed is upgraded from it.
+const BACKPORTS_SOURCES: &str = "/etc/apt/sources.list.d/ferry-bookworm-backports.sources";
+const BACKPORTS_SOURCES_TEXT: &str = "Types: deb\nURIs: http://deb.debian.org/debian\n\
+Suites: bookworm-backports\nComponents: main\n\
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n";
 
 const RUST_TARGETS: &[&str] = &["x86_64-unknown-linux-musl", "aarch64-unknown-linux-musl"];
 /// rust-src lets build.rs rebuild std for the bridge, which halves its size.
@@ -73,10 +82,12 @@ pub fn ensure() -> Result<usize> {
         missing: Vec::new(),
     };
     setup.foreign_arch()?;
+    setup.backports()?;
     setup.packages()?;
     setup.rust()?;
     setup.binfmt()?;
     setup.aarch64_root()?;
+    setup.cockpit337()?;
     setup.ash_shell()?;
     setup.users()?;
     for m in &setup.missing {
@@ -121,6 +132,22 @@ impl Setup {
         if !foreign.lines().any(|l| l.trim() == "arm64") {
             println!("setup: dpkg --add-architecture arm64");
             run_command(Command::new("dpkg").args(["--add-architecture", "arm64"]))?;
+        }
+        Ok(())
+    }
+
+    /// Cockpit 337 comes from bookworm-backports: add that suite before the one
+    /// `apt-get update` (only when Cockpit 337 still has to be fetched).
+    fn backports(&mut self) -> Result<()> {
+        if !self.root || ferry_testbed::cockpit337_complete() {
+            return Ok(());
+        }
+        if !backports_configured() {
+            println!("setup: adding bookworm-backports to apt's sources ({BACKPORTS_SOURCES})");
+            fs::write(BACKPORTS_SOURCES, BACKPORTS_SOURCES_TEXT)
+                .with_context(|| format!("write {BACKPORTS_SOURCES}"))?;
+            // Lists fetched before this source existed do not have Cockpit 337.
+            self.apt_updated = false;
         }
         Ok(())
     }
@@ -328,6 +355,67 @@ impl Setup {
         Ok(())
     }
 
+    /// Cockpit 337 (bridge, cockpit-ws, cockpit-system), unpacked beside the installed 287:
+    /// `apt-get download` of the exact version, then `dpkg-deb -x` of each deb into one
+    /// directory, made under a temporary name and renamed when complete.
+    fn cockpit337(&mut self) -> Result<()> {
+        let root = ferry_testbed::cockpit337_root();
+        if ferry_testbed::cockpit337_complete() {
+            return Ok(());
+        }
+        if !self.root {
+            self.missing(
+                format!("Cockpit 337 unpacked at {}", root.display()),
+                "`cargo xtask setup` as root",
+            );
+            return Ok(());
+        }
+        println!("setup: unpacking Cockpit 337 at {}", root.display());
+        let version = ferry_testbed::COCKPIT_337_VERSION;
+        let download = tempdir_in_base("download-cockpit")?;
+        let mut get = apt("download");
+        get.args(
+            ferry_testbed::COCKPIT_337_PACKAGES
+                .iter()
+                .map(|p| format!("{p}={version}")),
+        )
+        .current_dir(&download);
+        let first = capture(&mut get)?;
+        if !first.status.success() {
+            if self.apt_updated {
+                bail!(
+                    "apt-get download of Cockpit {version} failed: {}",
+                    String::from_utf8_lossy(&first.stderr).trim()
+                );
+            }
+            // The backports lists may be missing or stale.
+            self.apt_update()?;
+            run_command(&mut get)?;
+        }
+        let debs: Vec<_> = fs::read_dir(&download)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "deb"))
+            .collect();
+        if debs.len() != ferry_testbed::COCKPIT_337_PACKAGES.len() {
+            bail!("apt-get download of Cockpit {version} left {} debs", debs.len());
+        }
+        let staging = root.with_extension("new");
+        let _ = fs::remove_dir_all(&staging);
+        fs::create_dir_all(&staging)?;
+        for deb in &debs {
+            run_command(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&staging))?;
+        }
+        fs::remove_dir_all(&download)?;
+        // Readable by every user (cockpit-ws runs unprivileged).
+        fs::set_permissions(&staging, fs::Permissions::from_mode(0o755))?;
+        let _ = fs::remove_dir_all(&root);
+        fs::rename(&staging, &root)?;
+        if !ferry_testbed::cockpit337_complete() {
+            bail!("Cockpit {version} at {} is incomplete", root.display());
+        }
+        Ok(())
+    }
+
     fn ash_shell(&mut self) -> Result<()> {
         let ash = ferry_testbed::ash_shell();
         if fs::read_link(&ash).is_ok_and(|t| t == Path::new(HOST_BUSYBOX)) {
@@ -481,6 +569,26 @@ impl Setup {
         }
         Ok(())
     }
+}
+
+/// Does some apt source already name bookworm-backports?
+fn backports_configured() -> bool {
+    let mut texts = vec![fs::read_to_string("/etc/apt/sources.list").unwrap_or_default()];
+    if let Ok(dir) = fs::read_dir("/etc/apt/sources.list.d") {
+        for entry in dir.filter_map(|e| e.ok()) {
+            let path = entry.path();
+            if path
+                .extension()
+                .is_some_and(|x| x == "sources" || x == "list")
+            {
+                texts.push(fs::read_to_string(&path).unwrap_or_default());
+            }
+        }
+    }
+    texts.iter().flat_map(|t| t.lines()).any(|l| {
+        let l = l.trim();
+        !l.starts_with('#') && l.split_whitespace().any(|w| w == "bookworm-backports")
+    })
 }
 
 fn aarch64_root_complete() -> bool {
