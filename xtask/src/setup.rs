@@ -397,7 +397,10 @@ impl Setup {
             .filter(|p| p.extension().is_some_and(|x| x == "deb"))
             .collect();
         if debs.len() != ferry_testbed::COCKPIT_337_PACKAGES.len() {
-            bail!("apt-get download of Cockpit {version} left {} debs", debs.len());
+            bail!(
+                "apt-get download of Cockpit {version} left {} debs",
+                debs.len()
+            );
         }
         let staging = root.with_extension("new");
         let _ = fs::remove_dir_all(&staging);

@@ -89,9 +89,39 @@ impl Bridge {
         b
     }
 
+    /// Start the bridge with the signals `ignore` ignored and `block` blocked, as a caller
+    /// such as `nohup` or a shell's `trap '' QUIT` may leave them; read its `init`, send ours.
+    pub fn start_with_signals(ignore: &[i32], block: &[i32]) -> Bridge {
+        use std::os::unix::process::CommandExt;
+        let (ignore, block) = (ignore.to_vec(), block.to_vec());
+        let mut command = Command::new(bin());
+        // SAFETY: signal and sigprocmask are async-signal-safe; nothing is allocated.
+        unsafe {
+            command.pre_exec(move || {
+                for &sig in &ignore {
+                    libc::signal(sig, libc::SIG_IGN);
+                }
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                for &sig in &block {
+                    libc::sigaddset(&mut set, sig);
+                }
+                libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+                Ok(())
+            });
+        }
+        let mut b = Bridge::spawn_command(command, Stdio::null());
+        b.control(json!({"command": "init", "version": 1, "host": "localhost"}));
+        b
+    }
+
     /// Start the bridge with its stderr going to `stderr`; read its `init`, send nothing.
     pub fn spawn(stderr: Stdio) -> Bridge {
-        let mut child = Command::new(bin())
+        Bridge::spawn_command(Command::new(bin()), stderr)
+    }
+
+    fn spawn_command(mut command: Command, stderr: Stdio) -> Bridge {
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(stderr)
