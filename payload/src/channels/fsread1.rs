@@ -1,7 +1,8 @@
 //! `fsread1`: sends the content of a regular file, then `done`, and closes with the file's
 //! transaction `tag`.
 //!
-//! As the reference bridge does: a missing file closes at once with `tag: "-"` (no `ready`);
+//! As the reference bridges do: a missing file closes at once with `tag: "-"` (no `ready`; a
+//! `done` first, as Cockpit 337 says it);
 //! `max_read_size` smaller than the file closes with `too-large`; something that is not a
 //! regular file is an `internal-error`; a file changed while it was read closes with
 //! `change-conflict`. `ready` carries `size-hint`, the file's size. Text channels get invalid
