@@ -37,12 +37,10 @@ const PACKAGES: &[&str] = &[
     "python3",
 ];
 
-/// An apt source for bookworm-backports (same archive and key as bookworm), which carries
-/// Cockpit 337. Its packages have priority 100, so nothing installed is upgraded from it.
+/// An apt source for bookworm-backports, which carries Cockpit 337: the same archive (URIs)
+/// and key as the machine's own bookworm source. Its packages have priority 100, so nothing
+/// installed is upgraded from it.
 const BACKPORTS_SOURCES: &str = "/etc/apt/sources.list.d/ferry-bookworm-backports.sources";
-const BACKPORTS_SOURCES_TEXT: &str = "Types: deb\nURIs: http://deb.debian.org/debian\n\
-Suites: bookworm-backports\nComponents: main\n\
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n";
 
 const RUST_TARGETS: &[&str] = &["x86_64-unknown-linux-musl", "aarch64-unknown-linux-musl"];
 /// rust-src lets build.rs rebuild std for the bridge, which halves its size.
@@ -143,8 +141,18 @@ impl Setup {
             return Ok(());
         }
         if !backports_configured() {
+            let Some(text) = backports_source() else {
+                self.missing(
+                    "an apt source for bookworm-backports (for Cockpit 337)",
+                    format!(
+                        "no bookworm source to copy was found in apt's sources: write \
+                         {BACKPORTS_SOURCES} with `Suites: bookworm-backports` by hand"
+                    ),
+                );
+                return Ok(());
+            };
             println!("setup: adding bookworm-backports to apt's sources ({BACKPORTS_SOURCES})");
-            fs::write(BACKPORTS_SOURCES, BACKPORTS_SOURCES_TEXT)
+            fs::write(BACKPORTS_SOURCES, text)
                 .with_context(|| format!("write {BACKPORTS_SOURCES}"))?;
             // Lists fetched before this source existed do not have Cockpit 337.
             self.apt_updated = false;
@@ -574,8 +582,8 @@ impl Setup {
     }
 }
 
-/// Does some apt source already name bookworm-backports?
-fn backports_configured() -> bool {
+/// The text of apt's sources: `sources.list` and every `.list` and `.sources` file.
+fn apt_sources() -> Vec<String> {
     let mut texts = vec![fs::read_to_string("/etc/apt/sources.list").unwrap_or_default()];
     if let Ok(dir) = fs::read_dir("/etc/apt/sources.list.d") {
         for entry in dir.filter_map(|e| e.ok()) {
@@ -588,7 +596,52 @@ fn backports_configured() -> bool {
             }
         }
     }
-    texts.iter().flat_map(|t| t.lines()).any(|l| {
+    texts
+}
+
+/// A deb822 source for bookworm-backports with the URIs and key of the machine's bookworm
+/// source (a deb822 stanza or a one-line `deb URI bookworm ...`), or `None` without one.
+fn backports_source() -> Option<String> {
+    let stanza = |uris: &str, signed_by: Option<&str>| {
+        let mut text =
+            format!("Types: deb\nURIs: {uris}\nSuites: bookworm-backports\nComponents: main\n");
+        if let Some(key) = signed_by {
+            text.push_str(&format!("Signed-By: {key}\n"));
+        }
+        text
+    };
+    for text in apt_sources() {
+        for block in text.split("\n\n") {
+            let field = |name: &str| {
+                block.lines().find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    (k.trim().eq_ignore_ascii_case(name)).then(|| v.trim().to_owned())
+                })
+            };
+            let is_bookworm =
+                field("Suites").is_some_and(|s| s.split_whitespace().any(|w| w == "bookworm"));
+            let is_deb = field("Types").is_some_and(|t| t.split_whitespace().any(|w| w == "deb"));
+            if is_bookworm && is_deb {
+                if let Some(uris) = field("URIs") {
+                    return Some(stanza(&uris, field("Signed-By").as_deref()));
+                }
+            }
+        }
+        for line in text.lines() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            // deb [OPTIONS] URI bookworm COMPONENTS...
+            let words: Vec<&str> = words.into_iter().filter(|w| !w.starts_with('[')).collect();
+            if let ["deb", uri, "bookworm", ..] = words.as_slice() {
+                return Some(stanza(uri, None));
+            }
+        }
+    }
+    None
+}
+
+/// Does some apt source already name bookworm-backports?
+fn backports_configured() -> bool {
+    apt_sources().iter().flat_map(|t| t.lines()).any(|l| {
         let l = l.trim();
         !l.starts_with('#') && l.split_whitespace().any(|w| w == "bookworm-backports")
     })
