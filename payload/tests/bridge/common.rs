@@ -99,7 +99,16 @@ impl Bridge {
         unsafe {
             command.pre_exec(move || {
                 for &sig in &ignore {
-                    libc::signal(sig, libc::SIG_IGN);
+                    // The kernel's call: the C library refuses the signals it keeps for itself
+                    // (32, 33). A `struct sigaction` of SIG_IGN, no flags, an empty mask.
+                    let action: [u64; 4] = [libc::SIG_IGN as u64, 0, 0, 0];
+                    libc::syscall(
+                        libc::SYS_rt_sigaction,
+                        sig as libc::c_long,
+                        action.as_ptr(),
+                        std::ptr::null_mut::<u64>(),
+                        8 as libc::c_long,
+                    );
                 }
                 let mut set: libc::sigset_t = std::mem::zeroed();
                 libc::sigemptyset(&mut set);

@@ -475,6 +475,16 @@ fn children_start_with_default_signals_and_an_empty_mask() {
     // The bridge's caller ignores QUIT and a real-time signal and blocks USR1: none of it may
     // reach the programs the bridge starts, with pipes or with a terminal.
     let mut b = Bridge::start_with_signals(&[libc::SIGQUIT, 33, libc::SIGPIPE], &[libc::SIGUSR1]);
+    // The bridge itself did inherit them (or this test would prove nothing).
+    let status = std::fs::read_to_string(format!("/proc/{}/status", b.child.id())).unwrap();
+    let mask = |name: &str| {
+        let v = status.lines().find_map(|l| l.strip_prefix(name)).unwrap();
+        u64::from_str_radix(v.trim(), 16).unwrap()
+    };
+    let bit = |sig: i32| 1u64 << (sig - 1);
+    let ignored = bit(libc::SIGQUIT) | bit(33) | bit(libc::SIGPIPE);
+    assert_eq!(mask("SigIgn:") & ignored, ignored, "{status}");
+    assert_ne!(mask("SigBlk:") & bit(libc::SIGUSR1), 0, "{status}");
     for (channel, pty) in [("p", false), ("t", true)] {
         let masks = signal_masks(&mut b, channel, pty);
         assert_eq!(
