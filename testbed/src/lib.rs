@@ -15,12 +15,18 @@
 //! | base directory | `/var/lib/ferry-testbed` |
 //! | aarch64 busybox root | `<base>/aarch64` |
 //! | busybox `ash` login shell | `<base>/bin/ash` (symlink to busybox) |
+//! | Cockpit 337 (bridge, cockpit-ws, cockpit-system), unpacked | `<base>/cockpit-337` |
 //! | test users | `ferry-bash`, `ferry-dash`, `ferry-zsh`, `ferry-fish`, `ferry-tcsh`, `ferry-ash`, `ferry-rohome`, `ferry-noexec` |
 
+mod cockpit;
 mod layout;
 mod require;
 mod sshd;
 
+pub use cockpit::{
+    cockpit337_bridge_command, cockpit337_complete, cockpit337_pythonpath, cockpit337_root,
+    COCKPIT_287_BRIDGE, COCKPIT_337_PACKAGES, COCKPIT_337_VERSION, PYTHON3,
+};
 pub use layout::{
     aarch64_root, ash_shell, base_dir, ensure_noexec_home, noexec_home_mounted, user, users,
     write_noise, HomeKind, UserSpec, NOISE, USER_PREFIX,

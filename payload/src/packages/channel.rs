@@ -9,8 +9,9 @@
 //! `Content-Security-Policy`, whose `connect-src 'self';` gets the WebSocket origin
 //! (`wss://` for `X-Forwarded-Proto: https`, else `ws://`, then `X-Forwarded-Host`).
 //!
-//! Failures are HTTP errors, not channel problems: 400 for a method other than GET (before
-//! `ready`, as in 337), data in the request, a bad path or missing `X-Forwarded-*` headers on
+//! Failures are HTTP errors, not channel problems: 400 for a method other than GET (at once;
+//! 337 sends it without `ready`, but ferry's channels always say `ready` before data), data in
+//! the request, a bad path or missing `X-Forwarded-*` headers on
 //! an HTML page; 404 for what does not exist; 500 when a file cannot be read. Each has
 //! `"reason": "ERROR"`, `Content-Type: text/html; charset=utf-8` and a small HTML page that
 //! names the error.

@@ -2,6 +2,7 @@
 
 mod common;
 mod flow;
+mod fs;
 mod interact;
 mod packages;
 mod protocol;

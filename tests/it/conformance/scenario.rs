@@ -21,6 +21,8 @@
 //! - `http CHANNEL`: the channel answers an HTTP request in `http-stream1` form: its first
 //!   data frame is the response head, of which `status` and `Content-Encoding` are compared;
 //!   the body follows, compared parsed when all of it is one JSON document.
+//! - `reference 287|337`: compare with this reference only (repeatable; without it, with
+//!   both). For what one reference lacks, such as payloads newer than 287.
 //!
 //! Setup, done in a fresh `${TMP}` before each bridge starts:
 //! - `mkdir PATH`, `write PATH STRING`, `fill PATH BYTES`, `chmod OCTAL PATH`,
@@ -107,6 +109,8 @@ pub struct Scenario {
     pub modes: BTreeMap<String, DataMode>,
     /// Channels whose events are compared in any order (from `unordered`).
     pub unordered: Vec<String>,
+    /// The references compared with (from `reference`; empty: all of them).
+    pub references: Vec<String>,
 }
 
 /// A scenario with its variables substituted, ready to run.
@@ -117,6 +121,7 @@ pub struct Plan {
     pub env: Vec<(String, String)>,
     pub modes: BTreeMap<String, DataMode>,
     pub unordered: Vec<String>,
+    pub references: Vec<String>,
     pub setup: Vec<Setup>,
     pub steps: Vec<(usize, Step)>,
 }
@@ -170,6 +175,7 @@ impl Scenario {
             servers,
             modes: BTreeMap::new(),
             unordered: Vec::new(),
+            references: Vec::new(),
         };
         // Check the syntax once, with dummy values.
         let mut vars = BTreeMap::new();
@@ -179,6 +185,7 @@ impl Scenario {
         let plan = scenario.plan(&vars)?;
         scenario.modes = plan.modes;
         scenario.unordered = plan.unordered;
+        scenario.references = plan.references;
         Ok(scenario)
     }
 
@@ -350,6 +357,14 @@ fn parse_line(plan: &mut Plan, lineno: usize, words: &[Word]) -> Result<(), Stri
             want(2)?;
             let value = String::from_utf8(args[1].bytes()).map_err(|_| "env value not UTF-8")?;
             plan.env.push((args[0].plain()?.to_owned(), value));
+        }
+        "reference" => {
+            want(1)?;
+            let r = args[0].plain()?;
+            if !["287", "337"].contains(&r) {
+                return Err(format!("unknown reference {r:?} (287 or 337)"));
+            }
+            plan.references.push(r.to_owned());
         }
         "unordered" => {
             want(1)?;
