@@ -80,6 +80,8 @@ pub async fn run(session: Session, command: &[String]) -> Result<(i32, Stats), L
 
     let open = control::open(CHANNEL, "stream")
         .with("spawn", json!(command))
+        // stderr live through the bridge's own stderr, not collected into the `close`.
+        .with("err", "inherit")
         .with("binary", "raw");
     for frame in [
         control::init().with("host", "localhost").into_frame(),

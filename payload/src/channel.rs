@@ -117,6 +117,8 @@ pub struct Channel {
     failed: Option<ChannelError>,
     /// The id as a JSON string, once a ping needed it.
     quoted_id: Option<String>,
+    /// `ready` has been sent.
+    readied: bool,
 }
 
 /// Decimal digits of `n`, without allocating.
@@ -215,6 +217,7 @@ impl Channel {
             owed: VecDeque::new(),
             failed: None,
             quoted_id: None,
+            readied: false,
         }
     }
 
@@ -224,7 +227,12 @@ impl Channel {
     }
 
     /// Tell the peer the channel is ready, with extra fields (e.g. `pid`).
+    ///
+    /// Said once: a second call sends nothing.
     pub async fn ready(&mut self, extra: Map<String, Value>) {
+        if std::mem::replace(&mut self.readied, true) {
+            return;
+        }
         let mut m = control::ready(&self.id);
         m.fields.extend(extra);
         self.send_control(m).await;
@@ -236,9 +244,15 @@ impl Channel {
     ///
     /// Waits while the output queue is full, and on flow-controlled channels while 2 MiB are
     /// unanswered. Not cancel-safe: do not use it as a `select!` branch.
+    ///
+    /// Data never goes out before the channel's `ready` (as in Cockpit 337): a channel that has
+    /// not said `ready` yet says it now.
     pub async fn send_data(&mut self, data: Bytes) -> bool {
         if self.failed.is_some() {
             return false;
+        }
+        if !self.readied {
+            self.ready(Map::new()).await;
         }
         let was_empty = data.is_empty();
         let data = match &mut self.text {
@@ -378,8 +392,21 @@ impl Channel {
         let _ = self.out.send(message.into_frame().into()).await;
     }
 
+    /// A text channel whose data is shown to a person (a terminal): invalid UTF-8 becomes
+    /// U+FFFD instead of closing the channel with `protocol-error` (see [`Utf8Check::lossy`]).
+    pub fn text_lossy(&mut self) {
+        if let Some(check) = &mut self.text {
+            if !check.is_lossy() {
+                *check = Utf8Check::lossy();
+            }
+        }
+    }
+
     /// Tell the peer this side sends no more data.
     pub async fn done(&mut self) {
+        if let Some(rest) = self.text.as_mut().and_then(Utf8Check::finish_lossy) {
+            self.send_data(rest).await;
+        }
         if let Some(check) = &mut self.text {
             if let Err(e) = check.finish() {
                 self.fail(ChannelError::new(problem::PROTOCOL_ERROR).message(e.to_string()));

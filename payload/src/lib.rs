@@ -12,6 +12,7 @@ mod fdio;
 pub mod flow;
 pub mod interact;
 mod output;
+pub mod packages;
 mod process;
 mod pty;
 mod replicate;
@@ -24,7 +25,8 @@ use ferry_protocol::control::{self, Message};
 pub use fdio::{stdin, stdout, Fd, Transport};
 pub use router::{run, run_interact};
 
-/// The bridge's own `init`: version, capabilities and os-release.
+/// The bridge's own `init`: version, capabilities, os-release and the names of the
+/// packages it serves (`{"name": null, ...}`, as Cockpit 337 sends them).
 pub fn init_message() -> Message {
     control::init()
         .with(
@@ -32,6 +34,7 @@ pub fn init_message() -> Message {
             serde_json::json!({ "explicit-superuser": true }),
         )
         .with("os-release", serde_json::Value::Object(os_release()))
+        .with("packages", packages::current().init_field())
 }
 
 fn os_release() -> serde_json::Map<String, serde_json::Value> {

@@ -4,13 +4,14 @@
 //! bridge on stdin and stdout.
 
 const USAGE: &str = "\
-Usage: ferry-bridge [--interact=BOUNDARY] [--version] [--help]
+Usage: ferry-bridge [--interact=BOUNDARY] [--packages] [--version] [--help]
 
 Speaks the Cockpit protocol on stdin and stdout.
 
 Options:
   --interact=BOUNDARY  read and write messages as CHANNEL\\nPAYLOAD separated by
                        \\nBOUNDARY\\n, for a person to type (control channel: empty line)
+  --packages           list the Cockpit packages this bridge serves and exit
   --version            print the version and exit
   --help               print this help and exit
 ";
@@ -59,6 +60,10 @@ fn main() -> std::process::ExitCode {
         match arg.as_str() {
             "--version" => {
                 println!("ferry-bridge {}", env!("CARGO_PKG_VERSION"));
+                return std::process::ExitCode::SUCCESS;
+            }
+            "--packages" => {
+                print!("{}", ferry_bridge::packages::Packages::load().show());
                 return std::process::ExitCode::SUCCESS;
             }
             "--help" => {

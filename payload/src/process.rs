@@ -52,6 +52,46 @@ pub fn restore_fd_limit_in_child() {
     }
 }
 
+/// In a forked child before exec: every signal back to its default disposition and an empty
+/// signal mask, so that a program the bridge starts behaves as it would started from a login
+/// shell. Ignored signals and the mask survive `exec` (handled signals are reset by it), and
+/// the bridge's caller may have ignored some (`nohup`, a `trap '' QUIT`, a C library that
+/// ignores its internal real-time signals 32 and 33). Raw system calls: the C library's
+/// `sigaction` refuses the signals it keeps for itself. Only async-signal-safe calls.
+pub fn reset_signals_in_child() {
+    // The kernel's `struct sigaction` with SIG_DFL (0), no flags, no restorer, an empty mask;
+    // all zero, so its layout does not matter on any architecture.
+    let default = [0u64; 4];
+    let empty: u64 = 0;
+    const SIGSET_SIZE: libc::c_long = 8;
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: rt_sigaction reads `default`, a zeroed buffer as large as the kernel's
+        // struct sigaction, and writes nothing (the old action is not asked for).
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig as libc::c_long,
+                default.as_ptr(),
+                std::ptr::null_mut::<u64>(),
+                SIGSET_SIZE,
+            );
+        }
+    }
+    // SAFETY: rt_sigprocmask reads the empty set and writes nothing.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK as libc::c_long,
+            &empty as *const u64,
+            std::ptr::null_mut::<u64>(),
+            SIGSET_SIZE,
+        );
+    }
+}
+
 /// The name Cockpit gives a signal in `exit-signal`: the C name without `SIG`.
 pub fn signal_name(sig: i32) -> String {
     ferry_protocol::signal::name(sig)

@@ -15,10 +15,12 @@
 //! | base directory | `/var/lib/ferry-testbed` |
 //! | aarch64 busybox root | `<base>/aarch64` |
 //! | busybox `ash` login shell | `<base>/bin/ash` (symlink to busybox) |
+//! | Cockpit 337 (bridge, cockpit-ws, cockpit-system), unpacked | `<base>/cockpit-337` |
 //! | test users | `ferry-bash`, `ferry-dash`, `ferry-zsh`, `ferry-fish`, `ferry-tcsh`, `ferry-ash`, `ferry-rohome`, `ferry-noexec`, `ferry-sudoer`, `ferry-tty`, `ferry-pw`, `ferry-limited`, `ferry-cold` |
 //! | podman containers' busybox root | `<base>/container-root` |
 //! | sudo and doas rules | `/etc/sudoers.d/ferry-testbed`, `/etc/doas.conf` |
 
+mod cockpit;
 mod containers;
 mod layout;
 mod privilege;
@@ -26,6 +28,10 @@ mod require;
 mod session_bus;
 mod sshd;
 
+pub use cockpit::{
+    cockpit337_bridge_command, cockpit337_complete, cockpit337_pythonpath, cockpit337_root,
+    COCKPIT_287_BRIDGE, COCKPIT_337_PACKAGES, COCKPIT_337_VERSION, PYTHON3,
+};
 pub use containers::{
     container_root, ensure_containers, CONTAINER_GROUP, CONTAINER_PASSWD, RUNNING_CONTAINER,
     STOPPED_CONTAINER,

@@ -23,6 +23,9 @@ pub enum Component {
     Perl,
     /// Cockpit's own bridge, `cockpit-bridge`.
     CockpitBridge,
+    /// Cockpit 337's Python bridge, unpacked under the base directory (see
+    /// [`cockpit337_bridge_command`](crate::cockpit337_bridge_command)).
+    Cockpit337,
     /// `unshare` from util-linux, with root, for private mount namespaces.
     Unshare,
     /// sudo with the test bed's rules ([`crate::sudoers`]), and root to use it as anyone.
@@ -45,6 +48,7 @@ impl fmt::Display for Component {
             Component::NoexecHome => f.write_str("noexec home"),
             Component::Perl => f.write_str("perl"),
             Component::CockpitBridge => f.write_str("cockpit-bridge"),
+            Component::Cockpit337 => f.write_str("Cockpit 337"),
             Component::Unshare => f.write_str("unshare"),
             Component::Sudo => f.write_str("sudo with the test bed's rules"),
             Component::Doas => f.write_str("doas with the test bed's rules"),
@@ -155,7 +159,18 @@ impl Component {
                 layout::ensure_noexec_home().map_err(|e| format!("cannot mount it: {e}"))
             }
             Component::Perl => executable("/usr/bin/perl"),
-            Component::CockpitBridge => executable("/usr/bin/cockpit-bridge"),
+            Component::CockpitBridge => executable(crate::COCKPIT_287_BRIDGE),
+            Component::Cockpit337 => {
+                executable(crate::PYTHON3)?;
+                if crate::cockpit337_complete() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "Cockpit 337 is not unpacked at {}",
+                        crate::cockpit337_root().display()
+                    ))
+                }
+            }
             Component::Unshare => {
                 executable("/usr/bin/unshare")?;
                 root()

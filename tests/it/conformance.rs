@@ -1,15 +1,19 @@
-//! Differential conformance: the same sessions against ferry-bridge and cockpit-bridge.
+//! Differential conformance: the same sessions against ferry-bridge and two reference bridges.
 //!
 //! Each scenario in `tests/conformance/NAME.scenario` (format: see `conformance/scenario.rs`)
-//! is run against both bridges; their answers are normalised (what legitimately differs:
-//! pids, tags, times, init details, chunking of data) and compared channel by channel. A
-//! remaining difference fails the test unless `tests/conformance/DIFFERENCES.md` lists it with
-//! its reason and a rule that erases exactly it.
+//! is run against ferry's bridge and both references: Debian 12's `cockpit-bridge` 287 (the last
+//! C bridge) and Cockpit 337's Python bridge (today's). Their answers are normalised (what
+//! legitimately differs: pids, tags, times, init details, chunking of data) and ferry's are
+//! compared with each reference's, channel by channel. A remaining difference fails the test
+//! unless `tests/conformance/DIFFERENCES.md` lists it with its reason and a rule that erases
+//! exactly it (for one reference, `allow[287]`/`allow[337]`, or both). Where the references
+//! disagree, ferry follows 337. A scenario with `reference 337` is compared with 337 only.
 //!
 //! ferry's bridge: `FERRY_BRIDGE` if set, else the host's payload unpacked from the `ferry`
-//! binary (`ferry payloads --unpack DIR`). The reference: `/usr/bin/cockpit-bridge`, which
-//! `cargo xtask setup` installs; without it the tests fail under CI and are skipped otherwise.
-//! `FERRY_CONFORMANCE_DUMP=1` prints both transcripts of every scenario.
+//! binary (`ferry payloads --unpack DIR`). The references: `/usr/bin/cockpit-bridge` and
+//! [`ferry_testbed::cockpit337_bridge_command`], which `cargo xtask setup` installs; without
+//! them the tests fail under CI and are skipped otherwise.
+//! `FERRY_CONFORMANCE_DUMP=1` prints the transcripts of every scenario.
 
 mod differences;
 mod scenario;
@@ -20,22 +24,28 @@ mod transcript;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use ferry_testbed::Component;
 use scenario::Scenario;
 use transcript::{compare, normalise, render_event, Transcript};
-
-const REFERENCE_BRIDGE: &str = "/usr/bin/cockpit-bridge";
 
 fn conformance_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance")
 }
 
-/// The bridge commands to compare: ferry's and the reference.
-struct Bridges {
-    ferry: Vec<String>,
-    reference: Vec<String>,
+/// A reference bridge: its short name (`287`, `337`) and its command.
+struct Reference {
+    name: &'static str,
+    title: &'static str,
+    command: Vec<String>,
 }
 
-/// The two bridge commands, or `None` when the reference is missing outside CI.
+/// The bridge commands to compare: ferry's and the references'.
+struct Bridges {
+    ferry: Vec<String>,
+    references: Vec<Reference>,
+}
+
+/// The bridge commands, or `None` when the references are missing outside CI.
 fn bridges() -> Option<&'static Bridges> {
     static BRIDGES: OnceLock<Result<Option<Bridges>, String>> = OnceLock::new();
     match BRIDGES.get_or_init(locate_bridges) {
@@ -45,16 +55,40 @@ fn bridges() -> Option<&'static Bridges> {
 }
 
 fn locate_bridges() -> Result<Option<Bridges>, String> {
-    if !Path::new(REFERENCE_BRIDGE).exists() {
-        if std::env::var_os("CI").is_some() {
-            return Err(format!(
-                "{REFERENCE_BRIDGE} is missing: the conformance suite needs it in CI \
-                 (`cargo xtask setup` installs it)"
-            ));
+    let mut references = Vec::new();
+    for (component, name, title, command) in [
+        (
+            Component::CockpitBridge,
+            "287",
+            "cockpit-bridge 287",
+            vec![ferry_testbed::COCKPIT_287_BRIDGE.to_owned()],
+        ),
+        (
+            Component::Cockpit337,
+            "337",
+            "Cockpit 337's bridge",
+            ferry_testbed::cockpit337_bridge_command(),
+        ),
+    ] {
+        match component.check() {
+            Ok(()) => references.push(Reference {
+                name,
+                title,
+                command,
+            }),
+            Err(why) if ferry_testbed::in_ci() => {
+                return Err(format!(
+                    "{title} is missing ({why}): the conformance suite needs it in CI \
+                     (`cargo xtask setup` installs it)"
+                ));
+            }
+            Err(why) => {
+                eprintln!("conformance: not comparing with {title}: {why} (`cargo xtask setup`)")
+            }
         }
-        eprintln!(
-            "skipping conformance: {REFERENCE_BRIDGE} is not installed (`cargo xtask setup`)"
-        );
+    }
+    if references.is_empty() {
+        eprintln!("skipping conformance: no reference bridge is installed (`cargo xtask setup`)");
         return Ok(None);
     }
     let ferry = match std::env::var_os("FERRY_BRIDGE") {
@@ -66,7 +100,7 @@ fn locate_bridges() -> Result<Option<Bridges>, String> {
     }
     Ok(Some(Bridges {
         ferry: vec![ferry.display().to_string()],
-        reference: vec![REFERENCE_BRIDGE.to_owned()],
+        references,
     }))
 }
 
@@ -130,68 +164,93 @@ fn check(name: &str) {
     let Some(bridges) = bridges() else {
         return;
     };
-    let (ferry, reference) = std::thread::scope(|s| {
+    let references: Vec<&Reference> = bridges
+        .references
+        .iter()
+        .filter(|r| {
+            scenario.references.is_empty() || scenario.references.iter().any(|n| n == r.name)
+        })
+        .collect();
+    if references.is_empty() {
+        eprintln!("{name}: skipped: none of its references is installed");
+        return;
+    }
+    let (ferry, runs) = std::thread::scope(|s| {
         let f = s.spawn(|| session::run(&scenario, &bridges.ferry));
-        let r = session::run(&scenario, &bridges.reference);
-        (f.join().expect("runner thread"), r)
+        let others: Vec<_> = references
+            .iter()
+            .map(|r| s.spawn(|| session::run(&scenario, &r.command)))
+            .collect();
+        let runs: Vec<_> = others
+            .into_iter()
+            .map(|h| h.join().expect("runner thread"))
+            .collect();
+        (f.join().expect("runner thread"), runs)
     });
     let ferry = ferry.unwrap_or_else(|e| panic!("{name}: running ferry's bridge: {e}"));
-    let reference = reference.unwrap_or_else(|e| panic!("{name}: running cockpit-bridge: {e}"));
-
-    let mut f = ferry.transcript.clone();
-    let mut r = reference.transcript.clone();
-    for t in [&mut f, &mut r] {
-        normalise(t, &scenario.modes);
-        for channel in &scenario.unordered {
-            transcript::Rule::IgnoreOrder(channel.clone()).apply(t);
-        }
-    }
-
-    if std::env::var_os("FERRY_CONFORMANCE_DUMP").is_some() {
-        eprintln!(
-            "=== {name}: ferry\n{}=== {name}: cockpit-bridge\n{}",
-            render(&f),
-            render(&r)
-        );
-    }
-
-    let notes = r.notes();
-    assert!(
-        notes.is_empty(),
-        "{name}: the scenario does not fit the reference bridge: {notes:?}\n\
-         cockpit-bridge answered:\n{}\nits stderr:\n{}",
-        render(&r),
-        reference.stderr
-    );
-
-    let rules = differences::rules_for(entries, name);
-    let apply = |t: &Transcript, skip: Option<usize>| {
+    let prepare = |t: &Transcript| {
         let mut t = t.clone();
-        for (i, a) in rules.iter().enumerate() {
-            if Some(i) != skip {
-                a.rule.apply(&mut t);
-            }
+        normalise(&mut t, &scenario.modes);
+        for channel in &scenario.unordered {
+            transcript::Rule::IgnoreOrder(channel.clone()).apply(&mut t);
         }
         t
     };
-    let report = compare(&apply(&f, None), &apply(&r, None));
-    if !report.is_empty() {
-        panic!(
-            "{name}: ferry's bridge differs from cockpit-bridge \
-             (fix it, or list it in tests/conformance/DIFFERENCES.md):\n{report}\n\
-             ferry-bridge stderr:\n{}\ncockpit-bridge stderr:\n{}",
-            ferry.stderr, reference.stderr
-        );
+    let f = prepare(&ferry.transcript);
+    let dump = std::env::var_os("FERRY_CONFORMANCE_DUMP").is_some();
+    if dump {
+        eprintln!("=== {name}: ferry\n{}", render(&f));
     }
-    // An allowance for this scenario that is no longer needed is worth knowing about (but is
-    // no failure: the difference may come back with another kernel or reference version).
-    for (i, a) in rules.iter().enumerate() {
-        if a.named && compare(&apply(&f, Some(i)), &apply(&r, Some(i))).is_empty() {
-            eprintln!(
-                "{name}: note: DIFFERENCES.md `{}` rule {:?} is not needed here",
-                a.id, a.rule
-            );
+    let mut failures = String::new();
+    for (reference, run) in references.iter().zip(runs) {
+        let title = reference.title;
+        let run = run.unwrap_or_else(|e| panic!("{name}: running {title}: {e}"));
+        let r = prepare(&run.transcript);
+        if dump {
+            eprintln!("=== {name}: {title}\n{}", render(&r));
         }
+        let notes = r.notes();
+        assert!(
+            notes.is_empty(),
+            "{name}: the scenario does not fit {title}: {notes:?}\n\
+             {title} answered:\n{}\nits stderr:\n{}",
+            render(&r),
+            run.stderr
+        );
+
+        let rules = differences::rules_for(entries, name, reference.name);
+        let apply = |t: &Transcript, skip: Option<usize>| {
+            let mut t = t.clone();
+            for (i, a) in rules.iter().enumerate() {
+                if Some(i) != skip {
+                    a.rule.apply(&mut t);
+                }
+            }
+            t
+        };
+        let report = compare(&apply(&f, None), &apply(&r, None));
+        if !report.is_empty() {
+            failures.push_str(&format!(
+                "{name}: ferry's bridge differs from {title} \
+                 (fix it, or list it in tests/conformance/DIFFERENCES.md):\n{report}\n\
+                 ferry-bridge stderr:\n{}\n{title} stderr:\n{}\n",
+                ferry.stderr, run.stderr
+            ));
+            continue;
+        }
+        // An allowance for this scenario that is no longer needed is worth knowing about (but
+        // is no failure: the difference may come back with another kernel or reference version).
+        for (i, a) in rules.iter().enumerate() {
+            if a.named && compare(&apply(&f, Some(i)), &apply(&r, Some(i))).is_empty() {
+                eprintln!(
+                    "{name}: note: DIFFERENCES.md `{}` rule {:?} is not needed against {title}",
+                    a.id, a.rule
+                );
+            }
+        }
+    }
+    if !failures.is_empty() {
+        panic!("{failures}");
     }
 }
 
@@ -216,12 +275,15 @@ scenarios! {
     flow_control,
     flow_control_window,
     fsinfo,
+    fsinfo_entries,
     fslist,
     fslist_watch,
     fsread,
     fsread_errors,
+    fsread_proc,
     fsreplace,
     fsreplace_errors,
+    fsreplace_mode,
     fsreplace_tag,
     fswatch,
     fswatch_dir,
@@ -240,6 +302,8 @@ scenarios! {
     metrics,
     null,
     open_before_init,
+    packages,
+    packages_differences,
     ping,
     send_acks,
     stream_bad_options,
@@ -256,6 +320,7 @@ scenarios! {
     stream_permission_denied,
     stream_pipes,
     stream_pty,
+    stream_pty_invalid_utf8,
     stream_pty_window,
     stream_tcp,
     stream_text_input_invalid_utf8,
@@ -291,7 +356,8 @@ fn every_scenario_file_has_a_test() {
 #[test]
 fn differences_file_is_valid() {
     for entry in differences() {
-        for (scenario, _) in &entry.rules {
+        for allow in &entry.rules {
+            let scenario = &allow.scenario;
             assert!(
                 scenario == "*" || SCENARIOS.contains(&scenario.as_str()),
                 "DIFFERENCES.md `{}` names unknown scenario {scenario:?}",
@@ -299,4 +365,39 @@ fn differences_file_is_valid() {
             );
         }
     }
+}
+
+/// `ferry-bridge --packages` lists what `cockpit-bridge --packages` (287, the one installed)
+/// lists on this machine, line for line, but its `checksum = ...` line (ferry computes no
+/// checksums: DIFFERENCES.md, `init-checksum`). Cockpit 337 lists the same packages, but the
+/// labels of each in the order of its manifest; 287 and ferry sort them by their keys.
+#[test]
+fn packages_listing_matches_cockpit_bridge() {
+    let Some(bridges) = bridges() else {
+        return;
+    };
+    let Some(reference) = bridges.references.iter().find(|r| r.name == "287") else {
+        eprintln!("skipping: cockpit-bridge 287 is not installed");
+        return;
+    };
+    let list = |command: &[String]| -> Vec<String> {
+        let out = std::process::Command::new(&command[0])
+            .args(&command[1..])
+            .arg("--packages")
+            .stderr(std::process::Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("{command:?} --packages: {e}"));
+        assert!(out.status.success(), "{command:?} --packages: {out:?}");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.starts_with("checksum = "))
+            .map(str::to_owned)
+            .collect()
+    };
+    let reference = list(&reference.command);
+    assert!(
+        !reference.is_empty(),
+        "cockpit-bridge lists no packages: is cockpit-system installed?"
+    );
+    assert_eq!(list(&bridges.ferry), reference);
 }

@@ -40,7 +40,14 @@ const PACKAGES: &[&str] = &[
     "flatpak",
     "flatpak-xdg-utils",
     "dbus",
+    // Runs Cockpit 337's Python bridge, which is unpacked rather than installed.
+    "python3",
 ];
+
+/// An apt source for bookworm-backports, which carries Cockpit 337: the same archive (URIs)
+/// and key as the machine's own bookworm source. Its packages have priority 100, so nothing
+/// installed is upgraded from it.
+const BACKPORTS_SOURCES: &str = "/etc/apt/sources.list.d/ferry-bookworm-backports.sources";
 
 const RUST_TARGETS: &[&str] = &["x86_64-unknown-linux-musl", "aarch64-unknown-linux-musl"];
 /// rust-src lets build.rs rebuild std for the bridge, which halves its size.
@@ -80,10 +87,12 @@ pub fn ensure() -> Result<usize> {
         missing: Vec::new(),
     };
     setup.foreign_arch()?;
+    setup.backports()?;
     setup.packages()?;
     setup.rust()?;
     setup.binfmt()?;
     setup.aarch64_root()?;
+    setup.cockpit337()?;
     setup.ash_shell()?;
     setup.users()?;
     setup.privilege_rules()?;
@@ -130,6 +139,32 @@ impl Setup {
         if !foreign.lines().any(|l| l.trim() == "arm64") {
             println!("setup: dpkg --add-architecture arm64");
             run_command(Command::new("dpkg").args(["--add-architecture", "arm64"]))?;
+        }
+        Ok(())
+    }
+
+    /// Cockpit 337 comes from bookworm-backports: add that suite before the one
+    /// `apt-get update` (only when Cockpit 337 still has to be fetched).
+    fn backports(&mut self) -> Result<()> {
+        if !self.root || ferry_testbed::cockpit337_complete() {
+            return Ok(());
+        }
+        if !backports_configured() {
+            let Some(text) = backports_source() else {
+                self.missing(
+                    "an apt source for bookworm-backports (for Cockpit 337)",
+                    format!(
+                        "no bookworm source to copy was found in apt's sources: write \
+                         {BACKPORTS_SOURCES} with `Suites: bookworm-backports` by hand"
+                    ),
+                );
+                return Ok(());
+            };
+            println!("setup: adding bookworm-backports to apt's sources ({BACKPORTS_SOURCES})");
+            fs::write(BACKPORTS_SOURCES, text)
+                .with_context(|| format!("write {BACKPORTS_SOURCES}"))?;
+            // Lists fetched before this source existed do not have Cockpit 337.
+            self.apt_updated = false;
         }
         Ok(())
     }
@@ -334,6 +369,70 @@ impl Setup {
         }
         let _ = fs::remove_dir_all(&root);
         fs::rename(&staging, &root)?;
+        Ok(())
+    }
+
+    /// Cockpit 337 (bridge, cockpit-ws, cockpit-system), unpacked beside the installed 287:
+    /// `apt-get download` of the exact version, then `dpkg-deb -x` of each deb into one
+    /// directory, made under a temporary name and renamed when complete.
+    fn cockpit337(&mut self) -> Result<()> {
+        let root = ferry_testbed::cockpit337_root();
+        if ferry_testbed::cockpit337_complete() {
+            return Ok(());
+        }
+        if !self.root {
+            self.missing(
+                format!("Cockpit 337 unpacked at {}", root.display()),
+                "`cargo xtask setup` as root",
+            );
+            return Ok(());
+        }
+        println!("setup: unpacking Cockpit 337 at {}", root.display());
+        let version = ferry_testbed::COCKPIT_337_VERSION;
+        let download = tempdir_in_base("download-cockpit")?;
+        let mut get = apt("download");
+        get.args(
+            ferry_testbed::COCKPIT_337_PACKAGES
+                .iter()
+                .map(|p| format!("{p}={version}")),
+        )
+        .current_dir(&download);
+        let first = capture(&mut get)?;
+        if !first.status.success() {
+            if self.apt_updated {
+                bail!(
+                    "apt-get download of Cockpit {version} failed: {}",
+                    String::from_utf8_lossy(&first.stderr).trim()
+                );
+            }
+            // The backports lists may be missing or stale.
+            self.apt_update()?;
+            run_command(&mut get)?;
+        }
+        let debs: Vec<_> = fs::read_dir(&download)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "deb"))
+            .collect();
+        if debs.len() != ferry_testbed::COCKPIT_337_PACKAGES.len() {
+            bail!(
+                "apt-get download of Cockpit {version} left {} debs",
+                debs.len()
+            );
+        }
+        let staging = root.with_extension("new");
+        let _ = fs::remove_dir_all(&staging);
+        fs::create_dir_all(&staging)?;
+        for deb in &debs {
+            run_command(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&staging))?;
+        }
+        fs::remove_dir_all(&download)?;
+        // Readable by every user (cockpit-ws runs unprivileged).
+        fs::set_permissions(&staging, fs::Permissions::from_mode(0o755))?;
+        let _ = fs::remove_dir_all(&root);
+        fs::rename(&staging, &root)?;
+        if !ferry_testbed::cockpit337_complete() {
+            bail!("Cockpit {version} at {} is incomplete", root.display());
+        }
         Ok(())
     }
 
@@ -590,6 +689,71 @@ impl Setup {
         fs::rename(&staging, &root)?;
         Ok(())
     }
+}
+
+/// The text of apt's sources: `sources.list` and every `.list` and `.sources` file.
+fn apt_sources() -> Vec<String> {
+    let mut texts = vec![fs::read_to_string("/etc/apt/sources.list").unwrap_or_default()];
+    if let Ok(dir) = fs::read_dir("/etc/apt/sources.list.d") {
+        for entry in dir.filter_map(|e| e.ok()) {
+            let path = entry.path();
+            if path
+                .extension()
+                .is_some_and(|x| x == "sources" || x == "list")
+            {
+                texts.push(fs::read_to_string(&path).unwrap_or_default());
+            }
+        }
+    }
+    texts
+}
+
+/// A deb822 source for bookworm-backports with the URIs and key of the machine's bookworm
+/// source (a deb822 stanza or a one-line `deb URI bookworm ...`), or `None` without one.
+fn backports_source() -> Option<String> {
+    let stanza = |uris: &str, signed_by: Option<&str>| {
+        let mut text =
+            format!("Types: deb\nURIs: {uris}\nSuites: bookworm-backports\nComponents: main\n");
+        if let Some(key) = signed_by {
+            text.push_str(&format!("Signed-By: {key}\n"));
+        }
+        text
+    };
+    for text in apt_sources() {
+        for block in text.split("\n\n") {
+            let field = |name: &str| {
+                block.lines().find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    (k.trim().eq_ignore_ascii_case(name)).then(|| v.trim().to_owned())
+                })
+            };
+            let is_bookworm =
+                field("Suites").is_some_and(|s| s.split_whitespace().any(|w| w == "bookworm"));
+            let is_deb = field("Types").is_some_and(|t| t.split_whitespace().any(|w| w == "deb"));
+            if is_bookworm && is_deb {
+                if let Some(uris) = field("URIs") {
+                    return Some(stanza(&uris, field("Signed-By").as_deref()));
+                }
+            }
+        }
+        for line in text.lines() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            // deb [OPTIONS] URI bookworm COMPONENTS...
+            let words: Vec<&str> = words.into_iter().filter(|w| !w.starts_with('[')).collect();
+            if let ["deb", uri, "bookworm", ..] = words.as_slice() {
+                return Some(stanza(uri, None));
+            }
+        }
+    }
+    None
+}
+
+/// Does some apt source already name bookworm-backports?
+fn backports_configured() -> bool {
+    apt_sources().iter().flat_map(|t| t.lines()).any(|l| {
+        let l = l.trim();
+        !l.starts_with('#') && l.split_whitespace().any(|w| w == "bookworm-backports")
+    })
 }
 
 fn aarch64_root_complete() -> bool {

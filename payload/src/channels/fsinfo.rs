@@ -1,10 +1,14 @@
 //! `fsinfo`: reports attributes of a file (and optionally of the entries of a directory) as
 //! JSON messages, following changes with `watch`, as Cockpit's Python bridge does.
 //!
-//! Options: `path` (absolute), `attrs` (a list of `type`, `tag`, `mode`, `size`, `uid`, `gid`,
-//! `mtime`, `user`, `group`, `target`), `fnmatch` (report the directory's entries matching
-//! this pattern under `entries`), `targets: "stat"` (report the attributes of link targets
-//! under `targets`), `follow` (default true) and `watch` (default false).
+//! Options, as Cockpit 337's bridge reads them: `path` (absolute), `attrs` (a list of `type`,
+//! `tag`, `mode`, `size`, `uid`, `gid`, `mtime`, `user`, `group`, `target`, plus two that are
+//! not attributes: `entries`, report the directory's entries under `entries`, and `targets`,
+//! report the attributes of link targets under `targets`), `fnmatch` (which entries to report:
+//! default `*` with `entries` and none without), `follow` (default true) and `watch` (default
+//! false). (The older `targets: "stat"` option means nothing to 337 and is ignored here too.)
+//! An attribute the bridge does not know closes the channel with `not-supported`, naming it:
+//! 337 would report it as `null`, which a merge patch drops, so it would vanish silently.
 //!
 //! The first message is `{"info": {...}}` or `{"error": {"problem", "message", "errno"}}`;
 //! with `watch`, later messages are JSON merge patches against everything sent before
@@ -50,6 +54,11 @@ const PARENT_MASK: u32 = libc::IN_CREATE
     | libc::IN_DELETE_SELF
     | libc::IN_MOVE_SELF
     | libc::IN_ATTRIB;
+
+/// The attributes of a file that `attrs` may ask for (Cockpit 337's set).
+const KNOWN_ATTRS: &[&str] = &[
+    "type", "tag", "mode", "size", "uid", "gid", "mtime", "user", "group", "target",
+];
 
 struct Options {
     path: String,
@@ -101,8 +110,22 @@ fn parse_options(open: &Map<String, Value>) -> Result<Options, ChannelError> {
             .ok_or_else(|| json_error("attribute 'attrs' elements: must have type str".into()))?,
         Some(_) => return Err(json_error("attribute 'attrs': must have type list".into())),
     };
-    let fnmatch = get_str(open, "fnmatch", Some(""))?;
-    let targets = get_str(open, "targets", Some(""))? == "stat";
+    let entries = attrs.iter().any(|a| a == "entries");
+    let targets = attrs.iter().any(|a| a == "targets");
+    let attrs: Vec<String> = attrs
+        .into_iter()
+        .filter(|a| a != "entries" && a != "targets")
+        .collect();
+    let unknown: Vec<&str> = attrs
+        .iter()
+        .map(String::as_str)
+        .filter(|a| !KNOWN_ATTRS.contains(a))
+        .collect();
+    if !unknown.is_empty() {
+        return Err(ChannelError::new(problem::NOT_SUPPORTED)
+            .message(format!("fsinfo: unknown attribute(s) {unknown:?}")));
+    }
+    let fnmatch = get_str(open, "fnmatch", Some(if entries { "*" } else { "" }))?;
     let follow = get_bool(open, "follow", true)?;
     let watch = get_bool(open, "watch", false)?;
     if watch && !follow {
@@ -673,11 +696,27 @@ mod tests {
             err(json!({"path": "/", "attrs": [], "watch": true, "follow": false})),
             "\"watch: true\" and \"follow: false\" are (currently) incompatible"
         );
+        // The current form: `entries` and `targets` in `attrs`.
         let o = parse_options(&map(
-            json!({"path": "/", "attrs": ["type"], "targets": "stat"}),
+            json!({"path": "/", "attrs": ["type", "entries", "targets"]}),
         ))
         .unwrap();
         assert!(o.targets && o.follow && !o.watch);
+        assert_eq!(o.attrs, ["type"]);
+        assert_eq!(o.fnmatch, "*");
+        // The older form: `fnmatch` gives entries; `targets: "stat"` means nothing to 337.
+        let o = parse_options(&map(
+            json!({"path": "/", "attrs": ["type"], "fnmatch": "*.txt", "targets": "stat"}),
+        ))
+        .unwrap();
+        assert!(!o.targets);
+        assert_eq!(o.fnmatch, "*.txt");
+        // An attribute the bridge does not know is refused, naming it.
+        let e = parse_options(&map(json!({"path": "/", "attrs": ["type", "colour"]})))
+            .err()
+            .unwrap();
+        assert_eq!(e.problem, problem::NOT_SUPPORTED);
+        assert!(e.message.unwrap().contains("colour"));
     }
 
     fn state(attrs: &[&str], fnmatch: &str, watch: bool) -> State {

@@ -1,15 +1,28 @@
 //! `fsread1`: sends the content of a regular file, then `done`, and closes with the file's
 //! transaction `tag`.
 //!
-//! As the reference bridge does: a missing file closes at once with `tag: "-"` (no `ready`);
+//! As the reference bridges do: a missing file closes at once with `tag: "-"` (no `ready`; a
+//! `done` first, as Cockpit 337 says it);
 //! `max_read_size` smaller than the file closes with `too-large`; something that is not a
 //! regular file is an `internal-error`; a file changed while it was read closes with
 //! `change-conflict`. `ready` carries `size-hint`, the file's size. Text channels get invalid
 //! UTF-8 and NUL bytes replaced with U+FFFD.
+//!
+//! No `open`, `stat` or read of the file runs on the bridge's own thread: each runs in a
+//! worker thread ([`fsutil::blocking`]) while the other channels carry on, so a FIFO without a
+//! writer, a hung network file system or a `/proc` file that waits for events never freezes
+//! the bridge (both reference bridges freeze there). The file is opened with `O_NONBLOCK`, so
+//! opening a FIFO or a device returns at once (and is then refused as not a regular file).
+//! Closing the channel drops the wait; the end of the bridge's input ends the bridge without
+//! waiting for a worker.
+//!
+//! `max_read_size` is compared with the file's `st_size`, as both references do: a `/proc`
+//! file says 0 and is sent whole, however long it is (see `DIFFERENCES.md`, `proc-size`).
 
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
@@ -45,13 +58,32 @@ pub async fn run(ch: &mut Channel) -> ChannelResult {
         ),
     };
 
-    let file = match std::fs::File::open(&path) {
-        Ok(f) => f,
-        Err(e) => return open_error(&path, &e),
+    let opened = {
+        let path = path.clone();
+        fsutil::blocking(move || {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&path)
+                .map_err(|e| (e, "couldn't open"))?;
+            let meta = file.metadata().map_err(|e| (e, "couldn't stat"))?;
+            Ok::<_, (io::Error, &str)>((Arc::new(file), meta))
+        })
+        .await
     };
-    let meta = file
-        .metadata()
-        .map_err(|e| internal(&path, "couldn't stat", &e))?;
+    let (file, meta) = match opened {
+        Ok(Ok(opened)) => opened,
+        Ok(Err((e, "couldn't open"))) => {
+            if e.raw_os_error() == Some(libc::ENOENT) {
+                // A missing file is an empty answer: `done`, then the `close` with tag "-",
+                // as Cockpit 337 says it.
+                ch.done().await;
+            }
+            return open_error(&path, &e);
+        }
+        Ok(Err((e, what))) => return Err(internal(&path, what, &e)),
+        Err(e) => return Err(internal(&path, "couldn't open", &e)),
+    };
     if !meta.is_file() {
         return Err(ChannelError::new(problem::INTERNAL_ERROR)
             .message(format!("{path}: not a readable file")));
@@ -67,11 +99,8 @@ pub async fn run(ch: &mut Channel) -> ChannelResult {
     ready.insert("size-hint".into(), meta.size().into());
     ch.ready(ready).await;
 
-    // Plain blocking reads: local files answer at once, and each block goes out (and lets
-    // the other channels run) before the next is read.
-    // Plain blocking reads: local files answer at once, and each block goes out (and lets
-    // the other channels run) before the next is read. Binary data goes out in the buffer it
-    // was read into, without a copy.
+    // Each block is read in a worker and goes out before the next is read. Binary data goes
+    // out in the buffer it was read into, without a copy.
     let mut text = (!ch.binary()).then(TextSanitizer::new);
     let block = if ch.flow_controlled() {
         BLOCK
@@ -83,7 +112,16 @@ pub async fn run(ch: &mut Channel) -> ChannelResult {
         // Never past the flow-control window: the channel stops right at it.
         let want = block.min(ch.window_room()).max(1);
         let buf = buf.prepare(want);
-        let n = read_into(&file, buf, want).map_err(|e| internal(&path, "couldn't read", &e))?;
+        let mut owned = std::mem::take(buf);
+        let reader = file.clone();
+        let (back, n) = fsutil::blocking(move || {
+            let n = read_into(&reader, &mut owned, want);
+            (owned, n)
+        })
+        .await
+        .map_err(|e| internal(&path, "couldn't read", &e))?;
+        *buf = back;
+        let n = n.map_err(|e| internal(&path, "couldn't read", &e))?;
         if n == 0 {
             break;
         }
@@ -104,7 +142,10 @@ pub async fn run(ch: &mut Channel) -> ChannelResult {
     }
     ch.done().await;
 
-    let end_tag = file.metadata().ok().map(|m| fsutil::tag_from_meta(&m));
+    let end_tag = fsutil::blocking(move || file.metadata().ok().map(|m| fsutil::tag_from_meta(&m)))
+        .await
+        .ok()
+        .flatten();
     if end_tag.as_deref() != Some(start_tag.as_str()) {
         return Err(ChannelError::new(problem::CHANGE_CONFLICT));
     }

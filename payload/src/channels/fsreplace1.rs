@@ -3,8 +3,15 @@
 //! At `open` the expected `tag` (if given) is checked (`change-conflict` when the file changed;
 //! `-` means "must not exist") and a temporary file is created next to the target; then the
 //! channel is `ready`. Data frames are written to the temporary file. On `done` it is synced,
-//! the tag is checked again, the optional `attrs` (`mode`, `user`, `group`) are applied, and
-//! it is renamed over the target; the `close` carries the new `tag`. A `done` without any data
+//! the tag is checked again, its owner, group and mode are set, and it is renamed over the
+//! target; the `close` carries the new `tag`.
+//!
+//! Owner, group and mode, as Cockpit 337 sets them: the optional `attrs` (`mode`, `user`,
+//! `group`) first; otherwise, when a `tag` names the file being replaced, that file's owner,
+//! group and mode (a `nobody:nogroup 0640` file stays so when root replaces it); otherwise
+//! (no tag, or `-`) the bridge's own user and `0666` less the umask. The temporary file is
+//! created `0600` and only gets its final mode just before the rename, so it is never more
+//! readable than the file it replaces. A `done` without any data
 //! frame deletes the file instead (`tag: "-"`); one empty data frame makes an empty file. If
 //! the channel is closed before `done`, the temporary file is removed and the target is left
 //! alone.
@@ -114,9 +121,18 @@ pub async fn run(ch: &mut Channel) -> ChannelResult {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(with_extra(errno_error(&path, "couldn't unlink", &e), close)),
         }
+        ch.done().await;
         return Ok(close);
     }
 
+    // The file this one replaces, when the tag said which (its tag was checked above).
+    let replaced = match expected_tag.as_deref() {
+        Some(tag) if tag != "-" => {
+            Some(std::fs::metadata(&path).map_err(|e| errno_error(&path, "couldn't stat", &e))?)
+        }
+        _ => None,
+    };
+    let attrs = final_attrs(attrs, replaced.as_ref());
     apply_attrs(&temp.path, &attrs)
         .map_err(|e| errno_error(&path, "couldn't set attributes", &e))?;
     let new_tag = std::fs::metadata(&temp.path)
@@ -126,6 +142,8 @@ pub async fn run(ch: &mut Channel) -> ChannelResult {
     std::fs::rename(&temp.path, &path)
         .map_err(|e| with_extra(errno_error(&path, "couldn't rename", &e), close.clone()))?;
     temp.keep = true;
+    // Like Cockpit 337: `done` once the file is in place, then the `close` with its tag.
+    ch.done().await;
     Ok(close)
 }
 
@@ -180,9 +198,46 @@ fn parse_attrs(value: Option<&Value>) -> Result<Attrs, ChannelError> {
     Ok(Attrs { mode, uid, gid })
 }
 
+/// What the new file gets: `attrs` where given, else the replaced file's owner, group and
+/// mode, else (a new file) `0666` less the umask and the bridge's own user.
+fn final_attrs(attrs: Attrs, replaced: Option<&std::fs::Metadata>) -> Attrs {
+    use std::os::unix::fs::MetadataExt;
+    let mode = attrs.mode.unwrap_or_else(|| match replaced {
+        Some(m) => m.mode() & 0o7777,
+        None => 0o666 & !umask(),
+    });
+    Attrs {
+        mode: Some(mode),
+        uid: attrs.uid.or(replaced.map(MetadataExt::uid)),
+        gid: attrs.gid.or(replaced.map(MetadataExt::gid)),
+    }
+}
+
+/// The process's umask, from `/proc/self/status` (reading it with `umask(2)` would change it
+/// for a moment, for every thread); `0o022` where that cannot be read.
+fn umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o022)
+}
+
 fn apply_attrs(path: &Path, attrs: &Attrs) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
     if attrs.uid.is_some() || attrs.gid.is_some() {
-        std::os::unix::fs::chown(path, attrs.uid, attrs.gid)?;
+        // Only what changes: a user may not "change" a group to one it is not in, even to
+        // the group the file already has.
+        let now = std::fs::metadata(path)?;
+        let uid = attrs.uid.filter(|u| *u != now.uid());
+        let gid = attrs.gid.filter(|g| *g != now.gid());
+        if uid.is_some() || gid.is_some() {
+            std::os::unix::fs::chown(path, uid, gid)?;
+        }
     }
     // After chown, which may clear the set-id bits.
     if let Some(mode) = attrs.mode {
@@ -199,7 +254,8 @@ fn create_temp(path: &str) -> Result<TempFile, ChannelError> {
         match std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o666)
+            // Never more readable than the file it replaces: its final mode comes last.
+            .mode(0o600)
             .open(&candidate)
         {
             Ok(file) => {
@@ -300,6 +356,37 @@ mod tests {
         )
         .unwrap();
         assert_eq!(mode_of(&f).unwrap(), 0o640);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn final_attrs_come_from_attrs_then_the_replaced_file_then_the_umask() {
+        let dir = std::env::temp_dir().join(format!("ferry-fsreplace-a-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("f");
+        std::fs::write(&f, b"x").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let meta = std::fs::metadata(&f).unwrap();
+        let kept = final_attrs(Attrs::default(), Some(&meta));
+        assert_eq!(kept.mode, Some(0o640));
+        assert_eq!((kept.uid, kept.gid), (Some(meta.uid()), Some(meta.gid())));
+        let given = final_attrs(
+            Attrs {
+                mode: Some(0o600),
+                uid: Some(0),
+                gid: None,
+            },
+            Some(&meta),
+        );
+        assert_eq!(given.mode, Some(0o600));
+        assert_eq!((given.uid, given.gid), (Some(0), Some(meta.gid())));
+        let new = final_attrs(Attrs::default(), None);
+        assert_eq!(new.mode, Some(0o666 & !umask()));
+        assert_eq!((new.uid, new.gid), (None, None));
+        // The temporary file starts private.
+        let t = create_temp(&f.to_string_lossy()).unwrap();
+        assert_eq!(mode_of(&t.path).unwrap(), 0o600);
+        drop(t);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -9,6 +9,20 @@ use std::path::Path;
 
 use serde_json::Value;
 
+/// Run `f` (an `open`, `stat` or read of a file, anything that may block) in a worker thread,
+/// so that the bridge's other channels carry on meanwhile. A FIFO without a writer, a hung
+/// network file system or a `/proc` file that waits for events would otherwise freeze the
+/// whole bridge. Dropping the future (the channel was closed) leaves the worker to finish on
+/// its own; the bridge does not wait for workers when it exits.
+///
+/// # Errors
+/// Only when the worker could not run `f` to the end.
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| io::Error::other("the worker thread failed"))
+}
+
 /// The transaction tag of a file: its inode and modification time, `1:INO-SEC.NSEC` (the
 /// nanoseconds are not zero-padded, as the reference bridge writes them).
 pub fn tag_from_meta(meta: &Metadata) -> String {

@@ -223,10 +223,12 @@ impl Sampling {
             if n > 0 {
                 metrics.push(b',');
             }
+            // `derive` is always there (`null`: none), as Cockpit 337 writes it.
             let mut obj = JsonObject::new().str("name", m.desc.name);
-            if let Some(derive) = &m.derive {
-                obj = obj.str("derive", derive);
-            }
+            obj = match &m.derive {
+                Some(derive) => obj.str("derive", derive),
+                None => obj.field("derive", &Value::Null),
+            };
             if m.desc.instanced {
                 let names: Vec<Value> = m
                     .instances
@@ -243,6 +245,7 @@ impl Sampling {
         }
         metrics.push(b']');
         JsonObject::new()
+            .str("source", "internal")
             .field("timestamp", &Value::from(now))
             .field("now", &Value::from(now))
             .field("interval", &Value::from(interval))
@@ -460,7 +463,9 @@ fn protocol_error(message: impl Into<String>) -> ChannelError {
 /// The options of an `open`, checked in the reference's order.
 fn parse_options(open: &Map<String, Value>) -> Result<(Sampling, Vec<Derive>, i64), ChannelError> {
     if open.get("source").and_then(Value::as_str) != Some("internal") {
-        return Err(ChannelError::new(problem::NOT_SUPPORTED));
+        // With a message, as Cockpit 337 closes it.
+        return Err(ChannelError::new(problem::NOT_SUPPORTED)
+            .message("metrics1: only the \"internal\" source is supported"));
     }
     let omit = match open.get("omit-instances") {
         None | Some(Value::Null) => Vec::new(),
@@ -518,7 +523,8 @@ fn parse_options(open: &Map<String, Value>) -> Result<(Sampling, Vec<Derive>, i6
             }
         };
         let Some(desc) = DESCS.iter().find(|d| d.name == name) else {
-            return Err(ChannelError::new(problem::NOT_SUPPORTED));
+            return Err(ChannelError::new(problem::NOT_SUPPORTED)
+                .message(format!("metrics1: unknown internal metric {name}")));
         };
         if let Some(units) = units {
             if units != desc.units {
@@ -575,7 +581,9 @@ pub async fn run(ch: &mut Channel) -> ChannelResult {
     let mut compressor = Compressor::new(modes, interval);
     let period = Duration::from_millis(interval as u64);
     let mut next = Instant::now();
-    let mut first = true;
+    // `ready` before any data, as Cockpit 337 does (cockpit-bridge 287 sent the first meta and
+    // sample before it; a data frame before `ready` breaks the protocol's order).
+    ch.ready(Map::new()).await;
     loop {
         sampling.sample_all();
         let now = now_ms();
@@ -589,10 +597,6 @@ pub async fn run(ch: &mut Channel) -> ChannelResult {
         let sample = compressor.data(sampling.values(), now);
         if !ch.send_data(data_message(sample)).await {
             return Ok(Map::new());
-        }
-        if first {
-            first = false;
-            ch.ready(Map::new()).await;
         }
         next += period;
         loop {
@@ -680,8 +684,11 @@ mod tests {
         assert_eq!(e.problem, problem::NOT_SUPPORTED);
         let e = err(json!({"source": "internal", "metrics": [{"name": "nope"}]}));
         assert_eq!(
-            (e.problem.as_str(), e.message),
-            (problem::NOT_SUPPORTED, None)
+            (e.problem.as_str(), e.message.as_deref()),
+            (
+                problem::NOT_SUPPORTED,
+                Some("metrics1: unknown internal metric nope")
+            )
         );
         let e = err(json!({"source": "internal", "metrics": ["memory.used"]}));
         assert_eq!(

@@ -31,6 +31,9 @@ pub async fn run(ch: &mut Channel) -> ChannelResult {
         "fswatch1" => fswatch1::run(ch).await,
         "metrics1" => metrics1::run(ch).await,
         "http-stream2" => http_stream2::run(ch).await,
+        "http-stream1" if ch.open.str("internal") == Some("packages") => {
+            crate::packages::channel::run(ch).await
+        }
         "fsinfo" => fsinfo::run(ch).await,
         "info" => info::run(ch).await,
         other => Err(ChannelError::new(ferry_protocol::problem::NOT_SUPPORTED)

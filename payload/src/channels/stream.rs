@@ -119,7 +119,7 @@ async fn run_socket(ch: &mut Channel, reader: Reader, writer: Writer) -> Channel
 /// Where the child's stderr goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Err {
-    /// The bridge's own stderr.
+    /// The bridge's own stderr (`err: "inherit"`, ferry's own value, which `ferry run` uses).
     Inherit,
     /// Into the channel's data, with stdout.
     Out,
@@ -169,11 +169,14 @@ impl Spawn {
             Some(_) => return Err(protocol_error("\"directory\" must be a string")),
         };
         let err = match open.get("err") {
-            None | Some(Value::Null) => Err::Inherit,
+            // Cockpit 337's default: the front end shows a failed command's stderr from the
+            // `close` message (cockpit-bridge 287 let it through to its own stderr).
+            None | Some(Value::Null) => Err::Message,
             Some(Value::String(e)) => match e.as_str() {
                 "out" => Err::Out,
                 "ignore" => Err::Ignore,
                 "message" => Err::Message,
+                // ferry's own value (and any other): the bridge's stderr, live, for `ferry run`.
                 _ => Err::Inherit,
             },
             Some(_) => return Err(protocol_error("\"err\" must be a string")),
@@ -233,6 +236,7 @@ fn spawn(spec: &Spawn) -> std::io::Result<Spawned> {
             unsafe {
                 cmd.pre_exec(|| {
                     process::restore_fd_limit_in_child();
+                    process::reset_signals_in_child();
                     pty::make_controlling_terminal()
                 });
             }
@@ -258,6 +262,7 @@ fn spawn(spec: &Spawn) -> std::io::Result<Spawned> {
             unsafe {
                 cmd.pre_exec(|| {
                     process::restore_fd_limit_in_child();
+                    process::reset_signals_in_child();
                     Ok(())
                 });
             }
@@ -291,6 +296,12 @@ fn spawn(spec: &Spawn) -> std::io::Result<Spawned> {
 
 async fn run_process(ch: &mut Channel) -> ChannelResult {
     let spec = Spawn::parse(&ch.open)?;
+    if spec.pty.is_some() {
+        // A terminal shows whatever its programs print: invalid UTF-8 becomes U+FFFD, as in
+        // cockpit-bridge 287, so that `cat` of a binary file does not end the session (see
+        // DIFFERENCES.md, `pty-invalid-utf8`). Pipes stay strict, as in Cockpit 337.
+        ch.text_lossy();
+    }
     let Spawned {
         mut child,
         mut group,
@@ -513,10 +524,14 @@ impl Pump {
                         group.reaped();
                     }
                     let mut close = process::exit_fields(status);
-                    if let Some(message) = self.message.take() {
-                        let text = String::from_utf8_lossy(&message).into_owned();
-                        close.insert("message".into(), text.into());
-                    }
+                    // Always a `message` for a process, as Cockpit 337 gives: its stderr with
+                    // `err: "message"`, else empty.
+                    let text = self
+                        .message
+                        .take()
+                        .map(|m| String::from_utf8_lossy(&m).into_owned())
+                        .unwrap_or_default();
+                    close.insert("message".into(), text.into());
                     if killed.is_some() {
                         let mut err = ChannelError::new(ferry_protocol::problem::TERMINATED);
                         err.extra = close;

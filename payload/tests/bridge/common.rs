@@ -89,9 +89,57 @@ impl Bridge {
         b
     }
 
+    /// Start the bridge with the signals `ignore` ignored and `block` blocked, as a caller
+    /// such as `nohup` or a shell's `trap '' QUIT` may leave them; read its `init`, send ours.
+    pub fn start_with_signals(ignore: &[i32], block: &[i32]) -> Bridge {
+        use std::os::unix::process::CommandExt;
+        let (ignore, block) = (ignore.to_vec(), block.to_vec());
+        let mut command = Command::new(bin());
+        // SAFETY: signal and sigprocmask are async-signal-safe; nothing is allocated.
+        unsafe {
+            command.pre_exec(move || {
+                for &sig in &ignore {
+                    // The kernel's call: the C library refuses the signals it keeps for itself
+                    // (32, 33). A `struct sigaction` of SIG_IGN, no flags, an empty mask.
+                    let action: [u64; 4] = [libc::SIG_IGN as u64, 0, 0, 0];
+                    libc::syscall(
+                        libc::SYS_rt_sigaction,
+                        sig as libc::c_long,
+                        action.as_ptr(),
+                        std::ptr::null_mut::<u64>(),
+                        8 as libc::c_long,
+                    );
+                }
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                for &sig in &block {
+                    libc::sigaddset(&mut set, sig);
+                }
+                libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+                Ok(())
+            });
+        }
+        let mut b = Bridge::spawn_command(command, Stdio::null());
+        b.control(json!({"command": "init", "version": 1, "host": "localhost"}));
+        b
+    }
+
     /// Start the bridge with its stderr going to `stderr`; read its `init`, send nothing.
     pub fn spawn(stderr: Stdio) -> Bridge {
-        let mut child = Command::new(bin())
+        Bridge::spawn_command(Command::new(bin()), stderr)
+    }
+
+    /// Start the bridge with extra environment variables, read its `init`, and send ours.
+    pub fn start_env(env: &[(&str, String)]) -> Bridge {
+        let mut command = Command::new(bin());
+        command.envs(env.iter().map(|(k, v)| (k, v)));
+        let mut b = Bridge::spawn_command(command, Stdio::null());
+        b.control(json!({"command": "init", "version": 1, "host": "localhost"}));
+        b
+    }
+
+    fn spawn_command(mut command: Command, stderr: Stdio) -> Bridge {
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(stderr)

@@ -2,6 +2,8 @@
 
 mod common;
 mod flow;
+mod fs;
 mod interact;
+mod packages;
 mod protocol;
 mod stream;

@@ -87,12 +87,13 @@ fn err_modes() {
     let (close, data) = run(json!({"payload": "stream", "spawn": ["sh", "-c", script],
                                    "err": "out"}));
     assert_eq!(text(&data), "out\nerr\n");
-    assert!(close.get("message").is_none());
+    // Every process's close has a message (Cockpit 337): empty when stderr went elsewhere.
+    assert_eq!(close["message"], "");
 
     let (close, data) = run(json!({"payload": "stream", "spawn": ["sh", "-c", script],
                                    "err": "ignore"}));
     assert_eq!(text(&data), "out\n");
-    assert!(close.get("message").is_none());
+    assert_eq!(close["message"], "");
 
     let (close, data) = run(json!({"payload": "stream", "spawn": ["sh", "-c", script],
                                    "err": "message"}));
@@ -100,7 +101,7 @@ fn err_modes() {
     assert_eq!(close["message"], "err\n");
     assert_eq!(close["exit-status"], 0);
 
-    // Default: the bridge's own stderr.
+    // Default: the `close` message, as in Cockpit 337; nothing on the bridge's own stderr.
     let mut b = Bridge::spawn(Stdio::piped());
     b.control(json!({"command": "init", "version": 1, "host": "localhost"}));
     b.open(
@@ -109,7 +110,7 @@ fn err_modes() {
     );
     let (close, data) = b.until_close("s");
     assert_eq!(text(&data), "out\n");
-    assert!(close.get("message").is_none());
+    assert_eq!(close["message"], "err\n");
     b.close_stdin();
     assert!(b.wait().success());
     let mut stderr = String::new();
@@ -119,7 +120,7 @@ fn err_modes() {
         .unwrap()
         .read_to_string(&mut stderr)
         .unwrap();
-    assert_eq!(stderr, "err\n");
+    assert_eq!(stderr, "");
 }
 
 #[test]
@@ -455,4 +456,66 @@ fn kill_escalates_when_the_process_ignores_term() {
     assert_eq!(close["problem"], "terminated", "{close}");
     assert_eq!(close["exit-signal"], "KILL", "{close}");
     assert!(gone(pid));
+}
+
+/// `SigIgn:` and `SigBlk:` of `/proc/self/status`, as the spawned program itself sees them.
+fn signal_masks(b: &mut Bridge, channel: &str, pty: bool) -> String {
+    b.open(
+        channel,
+        json!({"payload": "stream", "pty": pty,
+               "spawn": ["grep", "-E", "^Sig(Ign|Blk):", "/proc/self/status"]}),
+    );
+    let (close, data) = b.until_close(channel);
+    assert_eq!(close["exit-status"], 0, "{close}");
+    text(&data).replace("\r\n", "\n")
+}
+
+#[test]
+fn children_start_with_default_signals_and_an_empty_mask() {
+    // The bridge's caller ignores QUIT and a real-time signal and blocks USR1: none of it may
+    // reach the programs the bridge starts, with pipes or with a terminal.
+    let mut b = Bridge::start_with_signals(&[libc::SIGQUIT, 33, libc::SIGPIPE], &[libc::SIGUSR1]);
+    // The bridge itself did inherit them (or this test would prove nothing).
+    let status = std::fs::read_to_string(format!("/proc/{}/status", b.child.id())).unwrap();
+    let mask = |name: &str| {
+        let v = status.lines().find_map(|l| l.strip_prefix(name)).unwrap();
+        u64::from_str_radix(v.trim(), 16).unwrap()
+    };
+    let bit = |sig: i32| 1u64 << (sig - 1);
+    let ignored = bit(libc::SIGQUIT) | bit(33) | bit(libc::SIGPIPE);
+    assert_eq!(mask("SigIgn:") & ignored, ignored, "{status}");
+    assert_ne!(mask("SigBlk:") & bit(libc::SIGUSR1), 0, "{status}");
+    for (channel, pty) in [("p", false), ("t", true)] {
+        let masks = signal_masks(&mut b, channel, pty);
+        assert_eq!(
+            masks, "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n",
+            "{channel}"
+        );
+    }
+}
+
+#[test]
+fn a_terminal_survives_invalid_utf8() {
+    // As cockpit-bridge 287 does: each invalid sequence becomes U+FFFD, nothing is lost.
+    let (close, data) = run(json!({"payload": "stream", "pty": true,
+                                    "spawn": ["printf", "a\\377b"]}));
+    assert_eq!(close["exit-status"], 0, "{close}");
+    assert!(close.get("problem").is_none(), "{close}");
+    assert_eq!(text(&data), "a\u{FFFD}b");
+
+    // `cat` of a binary file, then the terminal still works.
+    let mut b = Bridge::start();
+    b.open(
+        "t",
+        json!({"payload": "stream", "pty": true, "spawn": ["sh", "-c",
+               "head -c 65536 /proc/self/exe; echo; echo still-here"]}),
+    );
+    let (close, data) = b.until_close("t");
+    assert_eq!(close["exit-status"], 0, "{close}");
+    assert!(close.get("problem").is_none(), "{close}");
+    assert!(text(&data).contains("still-here"));
+
+    // A pipe carries text as it is: invalid UTF-8 there is still a protocol error (Cockpit 337).
+    let (close, _) = run(json!({"payload": "stream", "spawn": ["printf", "a\\377b"]}));
+    assert_eq!(close["problem"], "protocol-error", "{close}");
 }

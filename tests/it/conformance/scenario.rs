@@ -18,6 +18,11 @@
 //!   order varies from run to run; say why in a comment).
 //! - `shape CHANNEL`: like `json`, but compare only the shape of each document (numbers
 //!   become a placeholder) and collapse runs of equal shapes (for periodic samples).
+//! - `http CHANNEL`: the channel answers an HTTP request in `http-stream1` form: its first
+//!   data frame is the response head, of which `status` and `Content-Encoding` are compared;
+//!   the body follows, compared parsed when all of it is one JSON document.
+//! - `reference 287|337`: compare with this reference only (repeatable; without it, with
+//!   both). For what one reference lacks, such as payloads newer than 287.
 //!
 //! Setup, done in a fresh `${TMP}` before each bridge starts:
 //! - `mkdir PATH`, `write PATH STRING`, `fill PATH BYTES`, `chmod OCTAL PATH`,
@@ -89,6 +94,8 @@ pub enum DataMode {
     Shape,
     /// Only the amount of data counts, in whole units of this many bytes.
     Size(u64),
+    /// An `http-stream1` response: a head, then the body.
+    Http,
 }
 
 /// A scenario as written, before variables are substituted.
@@ -102,6 +109,8 @@ pub struct Scenario {
     pub modes: BTreeMap<String, DataMode>,
     /// Channels whose events are compared in any order (from `unordered`).
     pub unordered: Vec<String>,
+    /// The references compared with (from `reference`; empty: all of them).
+    pub references: Vec<String>,
 }
 
 /// A scenario with its variables substituted, ready to run.
@@ -112,6 +121,7 @@ pub struct Plan {
     pub env: Vec<(String, String)>,
     pub modes: BTreeMap<String, DataMode>,
     pub unordered: Vec<String>,
+    pub references: Vec<String>,
     pub setup: Vec<Setup>,
     pub steps: Vec<(usize, Step)>,
 }
@@ -165,6 +175,7 @@ impl Scenario {
             servers,
             modes: BTreeMap::new(),
             unordered: Vec::new(),
+            references: Vec::new(),
         };
         // Check the syntax once, with dummy values.
         let mut vars = BTreeMap::new();
@@ -174,6 +185,7 @@ impl Scenario {
         let plan = scenario.plan(&vars)?;
         scenario.modes = plan.modes;
         scenario.unordered = plan.unordered;
+        scenario.references = plan.references;
         Ok(scenario)
     }
 
@@ -346,6 +358,14 @@ fn parse_line(plan: &mut Plan, lineno: usize, words: &[Word]) -> Result<(), Stri
             let value = String::from_utf8(args[1].bytes()).map_err(|_| "env value not UTF-8")?;
             plan.env.push((args[0].plain()?.to_owned(), value));
         }
+        "reference" => {
+            want(1)?;
+            let r = args[0].plain()?;
+            if !["287", "337"].contains(&r) {
+                return Err(format!("unknown reference {r:?} (287 or 337)"));
+            }
+            plan.references.push(r.to_owned());
+        }
         "unordered" => {
             want(1)?;
             plan.unordered.push(channel_arg(&args[0])?);
@@ -358,6 +378,10 @@ fn parse_line(plan: &mut Plan, lineno: usize, words: &[Word]) -> Result<(), Stri
             }
             plan.modes
                 .insert(channel_arg(&args[0])?, DataMode::Size(unit));
+        }
+        "http" => {
+            want(1)?;
+            plan.modes.insert(channel_arg(&args[0])?, DataMode::Http);
         }
         "json" | "shape" => {
             let mode = match (verb, args.get(1).map(Word::plain).transpose()?) {

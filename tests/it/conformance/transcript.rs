@@ -43,7 +43,17 @@ impl Transcript {
 
     pub fn push_data(&mut self, channel: &str, data: &[u8], mode: Option<DataMode>) {
         let events = self.channels.entry(channel.to_owned()).or_default();
-        if mode.is_some() {
+        let first_data = !events
+            .iter()
+            .any(|e| matches!(e, Event::Data(_) | Event::Json(_)));
+        if mode == Some(DataMode::Http) && first_data {
+            events.push(match serde_json::from_slice::<Value>(data) {
+                Ok(head) => Event::Json(http_head(&head)),
+                Err(_) => Event::Data(data.to_vec()),
+            });
+            return;
+        }
+        if mode.is_some() && mode != Some(DataMode::Http) {
             match serde_json::from_slice(data) {
                 Ok(v) => events.push(Event::Json(v)),
                 Err(_) => events.push(Event::Data(data.to_vec())),
@@ -82,6 +92,18 @@ impl Transcript {
             })
             .collect()
     }
+}
+
+/// What is compared of an HTTP response head: the status and the `Content-Encoding`. The
+/// reason phrase is free text, and the other headers are each bridge's own (checksums,
+/// caching, security headers); the ones that matter get scenarios and tests of their own.
+fn http_head(head: &Value) -> Value {
+    let mut out = serde_json::Map::new();
+    out.insert("status".into(), head["status"].clone());
+    if let Some(encoding) = head["headers"].get("Content-Encoding") {
+        out.insert("Content-Encoding".into(), encoding.clone());
+    }
+    Value::Object(out)
 }
 
 /// The `sequence` of a channel `ping` that equals the bytes of data sent before it.
@@ -150,6 +172,17 @@ pub fn normalise(t: &mut Transcript, modes: &BTreeMap<String, DataMode>) {
                 }
             }
             Some(DataMode::Shape) => events.dedup(),
+            Some(DataMode::Http) => {
+                // A body that is one JSON document (manifests.json) is compared parsed.
+                for e in events.iter_mut() {
+                    if let Event::Data(d) = e {
+                        if let Ok(mut v) = serde_json::from_slice::<Value>(d) {
+                            normalise_json(&mut v);
+                            *e = Event::Json(v);
+                        }
+                    }
+                }
+            }
             _ => {}
         }
     }
@@ -261,6 +294,9 @@ pub enum Rule {
     IgnoreOrder(String),
     /// `ignore-exit`: how the bridge ended.
     IgnoreExit,
+    /// `drop-key CHANNEL KEY`: the member KEY, at any depth, of the JSON documents CHANNEL
+    /// sent (JSON data and `http` bodies).
+    DropKey { channel: String, key: String },
 }
 
 impl Rule {
@@ -287,6 +323,10 @@ impl Rule {
             ["ignore-channel", c] => Rule::IgnoreChannel(ch(c)),
             ["ignore-order", c] => Rule::IgnoreOrder(ch(c)),
             ["ignore-exit"] => Rule::IgnoreExit,
+            ["drop-key", c, k] => Rule::DropKey {
+                channel: ch(c),
+                key: (*k).into(),
+            },
             _ => return Err(format!("unknown rule {text:?}")),
         })
     }
@@ -297,7 +337,8 @@ impl Rule {
             | Rule::DropField { channel, .. }
             | Rule::IgnoreData(channel)
             | Rule::IgnoreChannel(channel)
-            | Rule::IgnoreOrder(channel) => Some(channel.as_str()),
+            | Rule::IgnoreOrder(channel)
+            | Rule::DropKey { channel, .. } => Some(channel.as_str()),
             Rule::IgnoreExit => None,
         };
         match channel {
@@ -343,7 +384,26 @@ impl Rule {
             Rule::IgnoreChannel(_) => events.clear(),
             Rule::IgnoreOrder(_) => events.sort_by_key(render_event),
             Rule::IgnoreExit => {}
+            Rule::DropKey { key, .. } => {
+                for e in events.iter_mut() {
+                    if let Event::Json(v) = e {
+                        drop_key(v, key);
+                    }
+                }
+            }
         }
+    }
+}
+
+/// Remove the member `key` from every object in `v`.
+fn drop_key(v: &mut Value, key: &str) {
+    match v {
+        Value::Object(m) => {
+            m.remove(key);
+            m.values_mut().for_each(|v| drop_key(v, key));
+        }
+        Value::Array(a) => a.iter_mut().for_each(|v| drop_key(v, key)),
+        _ => {}
     }
 }
 
