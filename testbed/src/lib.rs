@@ -17,10 +17,12 @@
 //! | busybox `ash` login shell | `<base>/bin/ash` (symlink to busybox) |
 //! | test users | `ferry-bash`, `ferry-dash`, `ferry-zsh`, `ferry-fish`, `ferry-tcsh`, `ferry-ash`, `ferry-rohome`, `ferry-noexec` |
 
+mod dbus;
 mod layout;
 mod require;
 mod sshd;
 
+pub use dbus::{TestBuses, HOSTNAMED, TEST_NAME};
 pub use layout::{
     aarch64_root, ash_shell, base_dir, ensure_noexec_home, noexec_home_mounted, user, users,
     write_noise, HomeKind, UserSpec, NOISE, USER_PREFIX,

@@ -25,6 +25,8 @@ pub enum Component {
     CockpitBridge,
     /// `unshare` from util-linux, with root, for private mount namespaces.
     Unshare,
+    /// `dbus-daemon`, Python's Gio bindings (the test service) and `systemd-hostnamed`.
+    DBus,
 }
 
 impl fmt::Display for Component {
@@ -38,6 +40,7 @@ impl fmt::Display for Component {
             Component::Perl => f.write_str("perl"),
             Component::CockpitBridge => f.write_str("cockpit-bridge"),
             Component::Unshare => f.write_str("unshare"),
+            Component::DBus => f.write_str("dbus-daemon, python3-gi and systemd-hostnamed"),
         }
     }
 }
@@ -138,6 +141,18 @@ impl Component {
             Component::Unshare => {
                 executable("/usr/bin/unshare")?;
                 root()
+            }
+            Component::DBus => {
+                executable("/usr/bin/dbus-daemon")?;
+                executable(crate::dbus::HOSTNAMED)?;
+                let gi = std::process::Command::new("/usr/bin/python3")
+                    .args(["-c", "from gi.repository import Gio"])
+                    .stderr(std::process::Stdio::null())
+                    .status();
+                match gi {
+                    Ok(s) if s.success() => Ok(()),
+                    _ => Err("python3-gi is missing".into()),
+                }
             }
         }
     }

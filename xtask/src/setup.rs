@@ -33,6 +33,9 @@ const PACKAGES: &[&str] = &[
     "cockpit-bridge",
     "cockpit-ws",
     "cockpit-system",
+    "dbus",
+    "python3-gi",
+    "systemd",
 ];
 
 const RUST_TARGETS: &[&str] = &["x86_64-unknown-linux-musl", "aarch64-unknown-linux-musl"];

@@ -89,9 +89,22 @@ impl Bridge {
         b
     }
 
+    /// Start the bridge with extra environment variables, read its `init`, and send ours.
+    pub fn start_env(env: &[(&str, String)]) -> Bridge {
+        let mut b = Bridge::spawn_env(Stdio::null(), env);
+        b.control(json!({"command": "init", "version": 1, "host": "localhost"}));
+        b
+    }
+
     /// Start the bridge with its stderr going to `stderr`; read its `init`, send nothing.
     pub fn spawn(stderr: Stdio) -> Bridge {
+        Bridge::spawn_env(stderr, &[])
+    }
+
+    /// [`Bridge::spawn`] with extra environment variables.
+    pub fn spawn_env(stderr: Stdio, env: &[(&str, String)]) -> Bridge {
         let mut child = Command::new(bin())
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(stderr)
