@@ -617,13 +617,34 @@ impl DBusChannel {
         let mut meta = Map::new();
         let mut notify = Map::new();
         let dest = sender.clone();
-        let here = self.introspect(dest.as_deref(), &watch.path).await;
-        let here = match here {
-            Ok(h) => h,
-            // A namespace may have no object at its root: the ObjectManager tells the rest.
-            Err(_) if watch.namespace => Map::new(),
-            Err(e) => return Err(e),
-        };
+        if watch.namespace {
+            // The objects come from the ObjectManager at the namespace's root, as in
+            // cockpit-bridge 287; without one, the root object is watched like a path.
+            let get = Message::method_call(
+                dest.as_deref(),
+                &watch.path,
+                OBJECT_MANAGER,
+                "GetManagedObjects",
+            );
+            if let Ok(args) = self.bus_call(get).await {
+                if let Some(Value::Object(objects)) = args.into_iter().next() {
+                    for (path, ifaces) in objects {
+                        let Value::Object(ifaces) = ifaces else {
+                            continue;
+                        };
+                        for (iface, props) in ifaces {
+                            if watch.interface.as_deref().is_some_and(|i| i != iface) {
+                                continue;
+                            }
+                            self.describe_if_new(&iface, &path, &mut meta).await;
+                            notify_update(&mut notify, &path, &iface, &props);
+                        }
+                    }
+                }
+                return Ok((meta, notify));
+            }
+        }
+        let here = self.introspect(dest.as_deref(), &watch.path).await?;
         for iface in here.keys() {
             if watch.interface.as_deref().is_some_and(|i| i != iface) {
                 continue;
@@ -642,29 +663,6 @@ impl DBusChannel {
             if let Ok(args) = self.bus_call(get_all).await {
                 if let Some(props) = args.first() {
                     notify_update(&mut notify, &watch.path, iface, props);
-                }
-            }
-        }
-        if watch.namespace {
-            let get = Message::method_call(
-                dest.as_deref(),
-                &watch.path,
-                OBJECT_MANAGER,
-                "GetManagedObjects",
-            );
-            let args = self.bus_call(get).await?;
-            if let Some(Value::Object(objects)) = args.into_iter().next() {
-                for (path, ifaces) in objects {
-                    let Value::Object(ifaces) = ifaces else {
-                        continue;
-                    };
-                    for (iface, props) in ifaces {
-                        if watch.interface.as_deref().is_some_and(|i| i != iface) {
-                            continue;
-                        }
-                        self.describe_if_new(&iface, &path, &mut meta).await;
-                        notify_update(&mut notify, &path, &iface, &props);
-                    }
                 }
             }
         }
