@@ -34,6 +34,10 @@ const INVALID_ARGS: &str = "org.freedesktop.DBus.Error.InvalidArgs";
 /// A D-Bus error as dbus-json3 sends it: name and message.
 type Failure = (String, String);
 
+/// A boxed future. The helpers that are awaited in many places return one, so that their
+/// state machines are not copied into every caller's (which matters for the image size).
+type Boxed<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
 fn invalid_args(text: impl Into<String>) -> Failure {
     (INVALID_ARGS.to_owned(), text.into())
 }
@@ -219,7 +223,8 @@ pub async fn run(ch: &mut Channel) -> ChannelResult {
         (Some(other), _) => return Err(protocol(&format!("invalid bus \"{other}\""))),
     };
     let (conn, events) = match address {
-        None => internal::connect(),
+        None => internal::connect()
+            .map_err(|e| ChannelError::new(problem::INTERNAL_ERROR).message(e.to_string()))?,
         Some(address) => {
             // A connection to a message bus says Hello; one to a bare peer (an `address`
             // without `name`) does not, as in Cockpit's bridge.
@@ -264,8 +269,8 @@ pub async fn run(ch: &mut Channel) -> ChannelResult {
 }
 
 impl DBusChannel {
-    async fn send(&mut self, ch: &mut Channel, v: Value) -> bool {
-        ch.send_json(&v).await
+    fn send<'a>(&self, ch: &'a mut Channel, v: Value) -> Boxed<'a, bool> {
+        Box::pin(async move { ch.send_json(&v).await })
     }
 
     /// Follow the owner of `name`: the match for its changes, then its owner now, starting
@@ -302,7 +307,11 @@ impl DBusChannel {
     }
 
     /// A call on the bridge's own behalf: the reply's arguments, or the error.
-    async fn bus_call(&mut self, m: Message) -> Result<Vec<Value>, Failure> {
+    fn bus_call(&mut self, m: Message) -> Boxed<'_, Result<Vec<Value>, Failure>> {
+        Box::pin(self.bus_call_inner(m))
+    }
+
+    async fn bus_call_inner(&mut self, m: Message) -> Result<Vec<Value>, Failure> {
         match self.conn.call(m, DEFAULT_TIMEOUT).await {
             Ok(reply) if reply.kind == Kind::Error => Err((
                 reply.error_name.clone().unwrap_or_default(),
@@ -527,7 +536,15 @@ impl DBusChannel {
     }
 
     /// Introspect `path` and remember every interface it has; returns them.
-    async fn introspect(
+    fn introspect<'a>(
+        &'a mut self,
+        destination: Option<&'a str>,
+        path: &'a str,
+    ) -> Boxed<'a, Result<Map<String, Value>, Failure>> {
+        Box::pin(self.introspect_inner(destination, path))
+    }
+
+    async fn introspect_inner(
         &mut self,
         destination: Option<&str>,
         path: &str,
@@ -551,7 +568,21 @@ impl DBusChannel {
 
     /// The description of `iface`, if this channel has not sent it yet (introspecting `path`
     /// when it is unknown).
-    async fn describe_if_new(&mut self, iface: &str, path: &str, meta: &mut Map<String, Value>) {
+    fn describe_if_new<'a>(
+        &'a mut self,
+        iface: &'a str,
+        path: &'a str,
+        meta: &'a mut Map<String, Value>,
+    ) -> Boxed<'a, ()> {
+        Box::pin(self.describe_if_new_inner(iface, path, meta))
+    }
+
+    async fn describe_if_new_inner(
+        &mut self,
+        iface: &str,
+        path: &str,
+        meta: &mut Map<String, Value>,
+    ) {
         if self.described.contains(iface) {
             return;
         }
@@ -871,14 +902,12 @@ fn parse_watch(w: &Value) -> Option<Watch> {
 
 /// Add an interface's properties (`a{sv}` as JSON) to a `notify`, unwrapping each variant.
 fn notify_update(notify: &mut Map<String, Value>, path: &str, iface: &str, props: &Value) {
-    let values: Map<String, Value> = props
-        .as_object()
-        .map(|p| {
-            p.iter()
-                .map(|(k, v)| (k.clone(), v.get("v").cloned().unwrap_or(Value::Null)))
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut values = Map::new();
+    if let Some(p) = props.as_object() {
+        for (k, v) in p {
+            values.insert(k.clone(), v.get("v").cloned().unwrap_or(Value::Null));
+        }
+    }
     let entry = notify
         .entry(path.to_owned())
         .or_insert_with(|| Value::Object(Map::new()));

@@ -10,7 +10,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -55,7 +57,7 @@ type Pending = Arc<Mutex<HashMap<u32, Waiter>>>;
 
 /// One connection. Dropping it ends the reader task and closes the socket.
 pub struct Connection {
-    write: Box<dyn AsyncWrite + Unpin + Send>,
+    write: OwnedWriteHalf,
     serial: u32,
     pending: Pending,
     reader: JoinHandle<()>,
@@ -80,9 +82,7 @@ impl Connection {
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect(address))
             .await
             .map_err(|_| BusError::Connect(format!("connecting to {address} timed out")))??;
-        let (read, write) = stream.into_split();
-        let mut read = BufReader::new(read);
-        let mut write: Box<dyn AsyncWrite + Unpin + Send> = Box::new(write);
+        let (mut read, mut write) = stream.into_split();
         tokio::time::timeout(CONNECT_TIMEOUT, authenticate(&mut read, &mut write))
             .await
             .map_err(|_| BusError::Connect("authentication timed out".into()))??;
@@ -105,10 +105,10 @@ impl Connection {
         Ok((conn, events))
     }
 
-    /// A connection over a stream that is already past authentication (the internal bus).
+    /// A connection over a socket that is already past authentication (the internal bus).
     pub fn start(
-        read: impl AsyncRead + Unpin + Send + 'static,
-        write: Box<dyn AsyncWrite + Unpin + Send>,
+        read: OwnedReadHalf,
+        write: OwnedWriteHalf,
     ) -> (Connection, mpsc::UnboundedReceiver<Event>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let pending: Pending = Arc::default();
@@ -211,11 +211,10 @@ impl Connection {
 }
 
 async fn read_loop(
-    read: impl AsyncRead + Unpin,
+    mut read: OwnedReadHalf,
     pending: Pending,
     events: mpsc::UnboundedSender<Event>,
 ) {
-    let mut read = read;
     let reason = loop {
         let mut head = [0u8; 16];
         if read.read_exact(&mut head).await.is_err() {
@@ -281,7 +280,7 @@ fn unescape(value: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-async fn connect(address: &str) -> Result<tokio::net::UnixStream, BusError> {
+async fn connect(address: &str) -> Result<UnixStream, BusError> {
     let mut last = format!("no usable address in {address:?}");
     for entry in address.split(';').filter(|e| !e.is_empty()) {
         let Some((transport, params)) = entry.split_once(':') else {
@@ -297,7 +296,7 @@ async fn connect(address: &str) -> Result<tokio::net::UnixStream, BusError> {
             continue;
         }
         let result = if let Some(path) = params.get("path") {
-            tokio::net::UnixStream::connect(path).await
+            UnixStream::connect(path).await
         } else if let Some(name) = params.get("abstract") {
             abstract_socket(name.as_bytes())
         } else {
@@ -312,18 +311,18 @@ async fn connect(address: &str) -> Result<tokio::net::UnixStream, BusError> {
     Err(BusError::Connect(last))
 }
 
-fn abstract_socket(name: &[u8]) -> std::io::Result<tokio::net::UnixStream> {
+fn abstract_socket(name: &[u8]) -> std::io::Result<UnixStream> {
     use std::os::linux::net::SocketAddrExt;
     let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
     let s = std::os::unix::net::UnixStream::connect_addr(&addr)?;
     s.set_nonblocking(true)?;
-    tokio::net::UnixStream::from_std(s)
+    UnixStream::from_std(s)
 }
 
 /// SASL EXTERNAL with our effective uid, all lines sent at once.
 async fn authenticate(
-    read: &mut (impl AsyncBufReadExt + Unpin),
-    write: &mut (impl AsyncWrite + Unpin),
+    read: &mut OwnedReadHalf,
+    write: &mut OwnedWriteHalf,
 ) -> Result<(), BusError> {
     // SAFETY: geteuid cannot fail and has no preconditions.
     let uid = unsafe { libc::geteuid() }.to_string();
@@ -333,12 +332,16 @@ async fn authenticate(
         .write_all(hello.as_bytes())
         .await
         .map_err(|e| BusError::Connect(e.to_string()))?;
+    // One byte at a time: nothing after the line may be consumed here (the bus sends nothing
+    // more before BEGIN, but the messages that follow belong to the reader).
     let mut line = Vec::new();
-    (&mut *read)
-        .take(512)
-        .read_until(b'\n', &mut line)
-        .await
-        .map_err(|e| BusError::Connect(e.to_string()))?;
+    while line.len() < 512 && line.last() != Some(&b'\n') {
+        let b = read
+            .read_u8()
+            .await
+            .map_err(|e| BusError::Connect(e.to_string()))?;
+        line.push(b);
+    }
     if !line.starts_with(b"OK ") {
         return Err(BusError::Connect(format!(
             "the bus refused authentication: {}",

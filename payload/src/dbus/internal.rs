@@ -58,16 +58,16 @@ fn failure(name: &str, text: impl Into<String>) -> Failure {
 }
 
 /// Open a connection to a fresh server of the internal objects.
-pub fn connect() -> (Connection, mpsc::UnboundedReceiver<Event>) {
-    let (client, server) = tokio::io::duplex(64 * 1024);
-    let (read, write) = tokio::io::split(client);
+pub fn connect() -> std::io::Result<(Connection, mpsc::UnboundedReceiver<Event>)> {
+    let (client, server) = tokio::net::UnixStream::pair()?;
+    let (read, write) = client.into_split();
     tokio::spawn(serve(server));
-    Connection::start(read, Box::new(write))
+    Ok(Connection::start(read, write))
 }
 
 /// Answer calls on `stream` until it closes.
-async fn serve(stream: tokio::io::DuplexStream) {
-    let (mut read, mut write) = tokio::io::split(stream);
+async fn serve(stream: tokio::net::UnixStream) {
+    let (mut read, mut write) = stream.into_split();
     let mut serial = 0u32;
     loop {
         let mut head = [0u8; 16];
@@ -238,11 +238,8 @@ fn method(
     match (object, member) {
         ("cockpit.Config", "GetString") => {
             want("ss")?;
-            match config()
-                .get(&s(0))
-                .and_then(|sec| sec.get(&s(1).to_lowercase()))
-            {
-                Some(v) => ok("s", vec![v.as_str().into()]),
+            match config_value(&s(0), &s(1)) {
+                Some(v) => ok("s", vec![v.into()]),
                 None => Err(failure(
                     "cockpit.Config.KeyError",
                     format!("key {} in section {} does not exist", s(1), s(0)),
@@ -252,9 +249,7 @@ fn method(
         ("cockpit.Config", "GetUInt") => {
             want("ssuuu")?;
             let (default, max, min) = (u(2), u(3), u(4));
-            let value = config()
-                .get(&s(0))
-                .and_then(|sec| sec.get(&s(1).to_lowercase()))
+            let value = config_value(&s(0), &s(1))
                 .and_then(|v| v.trim().parse::<i64>().ok())
                 .map_or(default, |v| v.max(min as i64).min(max as i64).max(0) as u64);
             ok("u", vec![value.into()])
@@ -297,79 +292,46 @@ fn method(
     }
 }
 
-/// The interface description (`meta` JSON) of an object's own interface.
-fn meta(object: &str) -> Value {
-    let r = |t: &str| json!({"flags": "r", "type": t});
-    let m = |ins: &[&str], outs: &[&str]| json!({"in": ins, "out": outs});
-    let (methods, properties, signals) = match object {
-        "cockpit.User" => (
-            json!({}),
-            json!({"Name": r("s"), "Full": r("s"), "Id": r("i"), "Gid": r("i"), "Home": r("s"),
-                   "Shell": r("s"), "Groups": r("as")}),
-            json!({}),
-        ),
-        "cockpit.Config" => (
-            json!({"GetString": m(&["s", "s"], &["s"]),
-                   "GetUInt": m(&["s", "s", "u", "u", "u"], &["u"]),
-                   "Reload": m(&[], &[])}),
-            json!({}),
-            json!({}),
-        ),
-        "cockpit.Machines" => (
-            json!({"Update": m(&["s", "s", "a{sv}"], &[])}),
-            json!({"Machines": r("a{sa{sv}}")}),
-            json!({}),
-        ),
-        "cockpit.Packages" => (
-            json!({"Reload": m(&[], &[]), "ReloadHint": m(&[], &[])}),
-            json!({"Manifests": r("s")}),
-            json!({}),
-        ),
-        "cockpit.Superuser" => (
-            json!({"Start": m(&["s"], &[]), "Stop": m(&[], &[]), "Answer": m(&["s"], &[])}),
-            json!({"Bridges": r("as"), "Current": r("s"), "Methods": r("a{sv}")}),
-            json!({"Prompt": {"in": ["s", "s", "s", "b", "s"]}}),
-        ),
-        "cockpit.LoginMessages" => (
-            json!({"Get": m(&[], &["s"]), "Dismiss": m(&[], &[])}),
-            json!({}),
-            json!({}),
-        ),
-        "cockpit.Environment" => (json!({}), json!({"Variables": r("a{ss}")}), json!({})),
-        _ => (json!({}), json!({}), json!({})),
-    };
-    json!({"methods": methods, "properties": properties, "signals": signals})
-}
-
-/// The standard interfaces every object has.
-fn standard_meta() -> Map<String, Value> {
-    let mut m = Map::new();
-    m.insert(
-        PROPERTIES.into(),
-        json!({"methods": {
-                "Get": {"in": ["s", "s"], "out": ["v"]},
-                "GetAll": {"in": ["s"], "out": ["a{sv}"]},
-                "Set": {"in": ["s", "s", "v"], "out": []}},
-               "properties": {},
-               "signals": {"PropertiesChanged": {"in": ["s", "a{sv}", "as"]}}}),
-    );
-    m.insert(
-        INTROSPECTABLE.into(),
-        json!({"methods": {"Introspect": {"in": [], "out": ["s"]}}, "properties": {}, "signals": {}}),
-    );
-    m.insert(
-        PEER.into(),
-        json!({"methods": {"Ping": {"in": [], "out": []}, "GetMachineId": {"in": [], "out": ["s"]}},
-               "properties": {}, "signals": {}}),
-    );
-    m
-}
+/// Every interface served, described as dbus-json3 `meta` JSON (parsed when introspected:
+/// text is smaller in the image than code that builds it).
+const INTERFACES: &str = r#"{
+"org.freedesktop.DBus.Properties": {"methods": {"Get": {"in": ["s", "s"], "out": ["v"]},
+  "GetAll": {"in": ["s"], "out": ["a{sv}"]}, "Set": {"in": ["s", "s", "v"], "out": []}},
+  "properties": {}, "signals": {"PropertiesChanged": {"in": ["s", "a{sv}", "as"]}}},
+"org.freedesktop.DBus.Introspectable": {"methods": {"Introspect": {"in": [], "out": ["s"]}},
+  "properties": {}, "signals": {}},
+"org.freedesktop.DBus.Peer": {"methods": {"Ping": {"in": [], "out": []},
+  "GetMachineId": {"in": [], "out": ["s"]}}, "properties": {}, "signals": {}},
+"cockpit.User": {"methods": {}, "properties": {"Name": {"flags": "r", "type": "s"},
+  "Full": {"flags": "r", "type": "s"}, "Id": {"flags": "r", "type": "i"},
+  "Gid": {"flags": "r", "type": "i"}, "Home": {"flags": "r", "type": "s"},
+  "Shell": {"flags": "r", "type": "s"}, "Groups": {"flags": "r", "type": "as"}}, "signals": {}},
+"cockpit.Config": {"methods": {"GetString": {"in": ["s", "s"], "out": ["s"]},
+  "GetUInt": {"in": ["s", "s", "u", "u", "u"], "out": ["u"]}, "Reload": {"in": [], "out": []}},
+  "properties": {}, "signals": {}},
+"cockpit.Machines": {"methods": {"Update": {"in": ["s", "s", "a{sv}"], "out": []}},
+  "properties": {"Machines": {"flags": "r", "type": "a{sa{sv}}"}}, "signals": {}},
+"cockpit.Packages": {"methods": {"Reload": {"in": [], "out": []},
+  "ReloadHint": {"in": [], "out": []}},
+  "properties": {"Manifests": {"flags": "r", "type": "s"}}, "signals": {}},
+"cockpit.Superuser": {"methods": {"Start": {"in": ["s"], "out": []}, "Stop": {"in": [], "out": []},
+  "Answer": {"in": ["s"], "out": []}},
+  "properties": {"Bridges": {"flags": "r", "type": "as"}, "Current": {"flags": "r", "type": "s"},
+    "Methods": {"flags": "r", "type": "a{sv}"}},
+  "signals": {"Prompt": {"in": ["s", "s", "s", "b", "s"]}}},
+"cockpit.LoginMessages": {"methods": {"Get": {"in": [], "out": ["s"]},
+  "Dismiss": {"in": [], "out": []}}, "properties": {}, "signals": {}},
+"cockpit.Environment": {"methods": {}, "properties": {"Variables": {"flags": "r", "type": "a{ss}"}},
+  "signals": {}}
+}"#;
 
 fn introspect_xml(path: &str) -> String {
-    let mut interfaces = standard_meta();
+    let Ok(Value::Object(mut all)) = serde_json::from_slice::<Value>(INTERFACES.as_bytes()) else {
+        return introspect::to_xml(&Map::new(), &[]);
+    };
     if let Some((_, object)) = OBJECTS.iter().find(|(p, _)| *p == path) {
-        interfaces.insert((*object).to_owned(), meta(object));
-        return introspect::to_xml(&interfaces, &[]);
+        all.retain(|name, _| name.starts_with("org.freedesktop.DBus.") || name == object);
+        return introspect::to_xml(&all, &[]);
     }
     let children: Vec<String> = if path == "/" {
         OBJECTS.iter().map(|(p, _)| p[1..].to_owned()).collect()
@@ -405,9 +367,12 @@ fn properties(object: &str) -> Result<BTreeMap<String, (&'static str, Value)>, F
             put("Methods", "a{sv}", json!({}));
         }
         "cockpit.Environment" => {
-            let vars: Map<String, Value> = std::env::vars_os()
-                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?.into())))
-                .collect();
+            let mut vars = Map::new();
+            for (k, v) in std::env::vars_os() {
+                if let (Ok(k), Ok(v)) = (k.into_string(), v.into_string()) {
+                    vars.insert(k, v.into());
+                }
+            }
             put("Variables", "a{ss}", Value::Object(vars));
         }
         _ => {}
@@ -525,42 +490,43 @@ fn etc_cockpit() -> String {
     format!("{first}/cockpit")
 }
 
-/// `cockpit.conf` from the first configuration directory that has one: section → key
-/// (lower case, as Python's configparser) → value.
-fn config() -> BTreeMap<String, BTreeMap<String, String>> {
+/// The value of `key` in `[section]` of `cockpit.conf`, from the first configuration directory
+/// (`XDG_CONFIG_DIRS`, default `/etc`) that has one. Sections are case-sensitive and keys are
+/// not, as in Python's configparser, which Cockpit uses.
+fn config_value(section: &str, key: &str) -> Option<String> {
     let dirs = std::env::var("XDG_CONFIG_DIRS").unwrap_or_default();
-    let dirs: Vec<&str> = dirs.split(':').filter(|d| !d.is_empty()).collect();
-    let dirs = if dirs.is_empty() { vec!["/etc"] } else { dirs };
     let text = dirs
-        .iter()
-        .find_map(|d| std::fs::read_to_string(format!("{d}/cockpit/cockpit.conf")).ok())
-        .unwrap_or_default();
-    parse_ini(&text)
+        .split(':')
+        .filter(|d| !d.is_empty())
+        .chain(dirs.is_empty().then_some("/etc"))
+        .find_map(|d| std::fs::read_to_string(format!("{d}/cockpit/cockpit.conf")).ok())?;
+    ini_value(&text, section, key)
 }
 
-fn parse_ini(text: &str) -> BTreeMap<String, BTreeMap<String, String>> {
-    let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    let mut section: Option<String> = None;
+fn ini_value(text: &str, section: &str, key: &str) -> Option<String> {
+    let mut here = false;
+    let mut found = None;
     for line in text.lines() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
             continue;
         }
         if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            section = Some(name.to_owned());
-            out.entry(name.to_owned()).or_default();
+            here = name == section;
             continue;
         }
-        let Some(sec) = &section else { continue };
+        if !here {
+            continue;
+        }
         let (k, v) = match line.find(['=', ':']) {
             Some(i) => (&line[..i], &line[i + 1..]),
             None => (line, ""),
         };
-        out.entry(sec.clone())
-            .or_default()
-            .insert(k.trim().to_lowercase(), v.trim().to_owned());
+        if k.trim().eq_ignore_ascii_case(key) {
+            found = Some(v.trim().to_owned());
+        }
     }
-    out
+    found
 }
 
 /// A JSON value from a machines file as a variant: `{"t": SIG, "v": VALUE}`.
@@ -574,13 +540,7 @@ fn variant_of(v: &Value) -> Option<Value> {
         Value::Number(n) if n.is_i64() => json!({"t": "x", "v": v}),
         Value::Number(n) if n.is_u64() => json!({"t": "t", "v": v}),
         Value::Number(_) => json!({"t": "d", "v": v}),
-        Value::Object(m) => {
-            let inner: Map<String, Value> = m
-                .iter()
-                .filter_map(|(k, v)| Some((k.clone(), variant_of(v)?)))
-                .collect();
-            json!({"t": "a{sv}", "v": inner})
-        }
+        Value::Object(m) => json!({"t": "a{sv}", "v": map_values(m, variant_of)}),
         Value::Array(a) => {
             json!({"t": "av", "v": a.iter().filter_map(variant_of).collect::<Vec<_>>()})
         }
@@ -591,42 +551,56 @@ fn variant_of(v: &Value) -> Option<Value> {
 /// The `Machines` property: every `machines.d/*.json` merged, in name order.
 fn machines() -> Value {
     let dir = format!("{}/machines.d", etc_cockpit());
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
-        .unwrap_or_default();
-    files.retain(|p| p.extension().is_some_and(|e| e == "json"));
-    files.sort();
+    let mut files: Vec<String> = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for e in entries.flatten() {
+            if let Ok(name) = e.file_name().into_string() {
+                if name.ends_with(".json") {
+                    files.push(format!("{dir}/{name}"));
+                }
+            }
+        }
+    }
+    files.sort_unstable();
     let mut out = Map::new();
     for file in files {
         let Ok(text) = std::fs::read_to_string(&file) else {
             continue;
         };
-        let Ok(Value::Object(hosts)) = serde_json::from_str::<Value>(&text) else {
+        let Ok(Value::Object(hosts)) = serde_json::from_slice::<Value>(text.as_bytes()) else {
             continue;
         };
         for (host, attrs) in hosts {
             let Value::Object(attrs) = attrs else {
                 continue;
             };
-            let attrs: Map<String, Value> = attrs
-                .iter()
-                .filter_map(|(k, v)| Some((k.clone(), variant_of(v)?)))
-                .collect();
-            out.insert(host, Value::Object(attrs));
+            out.insert(host, Value::Object(map_values(&attrs, variant_of)));
         }
     }
     Value::Object(out)
+}
+
+/// `m` with `f` applied to each value, leaving out those it maps to `None`. (A loop rather
+/// than `collect`: every `collect` into a map is its own copy of a sort in the image.)
+fn map_values(m: &Map<String, Value>, f: fn(&Value) -> Option<Value>) -> Map<String, Value> {
+    let mut out = Map::new();
+    for (k, v) in m {
+        if let Some(v) = f(v) {
+            out.insert(k.clone(), v);
+        }
+    }
+    out
+}
+
+fn unwrapped(v: &Value) -> Option<Value> {
+    Some(unwrap_variant(v))
 }
 
 /// A variant's JSON without its type, recursively (what a machines file stores).
 fn unwrap_variant(v: &Value) -> Value {
     match (v.get("t").and_then(Value::as_str), v.get("v")) {
         (Some(t), Some(inner)) => match (t, inner) {
-            ("a{sv}", Value::Object(m)) => Value::Object(
-                m.iter()
-                    .map(|(k, v)| (k.clone(), unwrap_variant(v)))
-                    .collect(),
-            ),
+            ("a{sv}", Value::Object(m)) => Value::Object(map_values(m, unwrapped)),
             ("av", Value::Array(a)) => Value::Array(a.iter().map(unwrap_variant).collect()),
             _ => inner.clone(),
         },
@@ -642,25 +616,20 @@ fn update_machines(filename: &str, host: &str, attrs: Option<&Value>) -> Result<
     let dir = format!("{}/machines.d", etc_cockpit());
     let path = format!("{dir}/{filename}");
     let mut contents = match std::fs::read_to_string(&path) {
-        Ok(text) => match serde_json::from_str::<Value>(&text) {
+        Ok(text) => match serde_json::from_slice::<Value>(text.as_bytes()) {
             Ok(Value::Object(m)) => m,
             _ => return Err(err(format!("File {filename} is in invalid format"))),
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Map::new(),
         Err(e) => return Err(err(format!("{path}: {e}"))),
     };
-    let attrs: Map<String, Value> = attrs
+    let attrs = attrs
         .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), unwrap_variant(v)))
-                .collect()
-        })
+        .map(|m| map_values(m, unwrapped))
         .unwrap_or_default();
     contents.insert(host.to_owned(), Value::Object(attrs));
     std::fs::create_dir_all(&dir).map_err(|e| err(format!("{dir}: {e}")))?;
-    let text =
-        serde_json::to_string_pretty(&Value::Object(contents)).map_err(|e| err(e.to_string()))?;
+    let text = serde_json::to_vec(&Value::Object(contents)).map_err(|e| err(e.to_string()))?;
     std::fs::write(&path, text).map_err(|e| err(format!("{path}: {e}")))
 }
 
@@ -670,13 +639,12 @@ mod tests {
 
     #[test]
     fn ini_keys_are_case_insensitive_and_sections_are_not() {
-        let c = parse_ini(
-            "# x\n[Session]\nIdleTimeout = 15\nBanner: /etc/issue\n[WebService]\nOrigins=a b\n",
-        );
-        assert_eq!(c["Session"]["idletimeout"], "15");
-        assert_eq!(c["Session"]["banner"], "/etc/issue");
-        assert_eq!(c["WebService"]["origins"], "a b");
-        assert!(!c.contains_key("session"));
+        let c = "# x\n[Session]\nIdleTimeout = 15\nBanner: /etc/issue\n[WebService]\nOrigins=a b\n";
+        assert_eq!(ini_value(c, "Session", "idletimeout").unwrap(), "15");
+        assert_eq!(ini_value(c, "Session", "Banner").unwrap(), "/etc/issue");
+        assert_eq!(ini_value(c, "WebService", "Origins").unwrap(), "a b");
+        assert!(ini_value(c, "session", "IdleTimeout").is_none());
+        assert!(ini_value(c, "Session", "Origins").is_none());
     }
 
     #[test]

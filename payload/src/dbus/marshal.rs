@@ -242,7 +242,7 @@ impl Writer {
                 self.value(t, &Value::String(k.to_owned()), 0)
             }
             _ => {
-                let parsed: Value = serde_json::from_str(k)
+                let parsed: Value = serde_json::from_slice(k.as_bytes())
                     .map_err(|_| ValueError(format!("invalid key for type '{t}': {k:?}")))?;
                 self.value(t, &parsed, 0)
             }

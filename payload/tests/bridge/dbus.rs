@@ -248,13 +248,14 @@ fn object_manager_watches_follow_objects() {
         meta["meta"]["org.ferry.Test.Item"]["properties"]["Name"].is_object(),
         "{meta}"
     );
-    assert!(meta["meta"][IFACE].is_object(), "{meta}");
+    // The objects come from the ObjectManager, which does not list its own object.
+    assert!(meta["meta"].get(IFACE).is_none(), "{meta}");
     let notify = next(&b, "d");
     assert_eq!(
         notify["notify"][format!("{PATH}/items/first")],
         json!({"org.ferry.Test.Item": {"Name": "first"}})
     );
-    assert_eq!(notify["notify"][PATH][IFACE]["Counter"], 0);
+    assert!(notify["notify"].get(PATH).is_none(), "{notify}");
     assert_eq!(next(&b, "d"), json!({"reply": [], "id": "w"}));
     // A call sent right behind a watch is answered after it; what it causes comes first.
     send(
