@@ -125,6 +125,21 @@ impl Connection {
         )
     }
 
+    /// Write a whole message. Boxed: awaited in several places, its state machine is kept
+    /// out of theirs (image size).
+    fn write(
+        &mut self,
+        bytes: Vec<u8>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), BusError>> + Send + '_>>
+    {
+        Box::pin(async move {
+            self.write
+                .write_all(&bytes)
+                .await
+                .map_err(|_| BusError::Disconnected)
+        })
+    }
+
     fn next_serial(&mut self) -> u32 {
         self.serial = self.serial.wrapping_add(1).max(1);
         self.serial
@@ -136,10 +151,7 @@ impl Connection {
         let bytes = m
             .encode(serial)
             .map_err(|e| BusError::Connect(e.to_string()))?;
-        self.write
-            .write_all(&bytes)
-            .await
-            .map_err(|_| BusError::Disconnected)?;
+        self.write(bytes).await?;
         Ok(serial)
     }
 
@@ -151,11 +163,7 @@ impl Connection {
             .encode(serial)
             .map_err(|e| BusError::Connect(e.to_string()));
         let sent = match bytes {
-            Ok(bytes) => self
-                .write
-                .write_all(&bytes)
-                .await
-                .map_err(|_| BusError::Disconnected),
+            Ok(bytes) => self.write(bytes).await,
             Err(e) => Err(e),
         };
         if let Err(e) = sent {
@@ -181,7 +189,7 @@ impl Connection {
         let bytes = m
             .encode(serial)
             .map_err(|e| BusError::Connect(e.to_string()))?;
-        if self.write.write_all(&bytes).await.is_err() {
+        if self.write(bytes).await.is_err() {
             self.forget(serial);
             return Err(BusError::Disconnected);
         }
