@@ -162,11 +162,14 @@ fn build_payload(root: &Path, target: &str, flavour: Flavour) -> Option<PathBuf>
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("CARGO_BUILD_TARGET")
         .env_remove("RUSTFLAGS");
-    // A static executable needs no relocations: skip static-pie.
+    // A static executable needs no relocations: skip static-pie. The bridge aborts on a panic
+    // and never unwinds or prints a backtrace, so its code needs no unwind tables (a sixth of
+    // the image).
     let rustflags: &[&str] = match flavour {
-        Flavour::Plain => &["-Crelocation-model=static"],
+        Flavour::Plain => &["-Crelocation-model=static", "-Cforce-unwind-tables=no"],
         Flavour::MinimalStd => &[
             "-Crelocation-model=static",
+            "-Cforce-unwind-tables=no",
             "-Zunstable-options",
             "-Cpanic=immediate-abort",
         ],

@@ -238,6 +238,16 @@ impl Channel {
         self.send_control(m).await;
     }
 
+    /// Send `value` as JSON data before the channel's `ready`: only for the message that
+    /// Cockpit's bridges send first on a dbus-json3 channel with a `name`, its `{"owner": ...}`
+    /// (Cockpit 337, `channels/dbus.py`). Returns `false` as [`Channel::send_data`] does.
+    pub async fn send_json_before_ready(&mut self, value: &Value) -> bool {
+        let readied = std::mem::replace(&mut self.readied, true);
+        let sent = self.send_json(value).await;
+        self.readied = readied;
+        sent
+    }
+
     /// Send a data frame. Returns `false` when the channel should stop: the output is gone, or
     /// the data broke a rule (invalid UTF-8 on a text channel; the channel then closes with
     /// `protocol-error` whatever it returns).

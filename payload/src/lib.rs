@@ -8,6 +8,7 @@
 
 pub mod channel;
 mod channels;
+pub mod dbus;
 mod fdio;
 pub mod flow;
 pub mod interact;

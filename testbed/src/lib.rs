@@ -22,6 +22,7 @@
 
 mod cockpit;
 mod containers;
+mod dbus;
 mod layout;
 mod privilege;
 mod require;
@@ -36,6 +37,7 @@ pub use containers::{
     container_root, ensure_containers, CONTAINER_GROUP, CONTAINER_PASSWD, RUNNING_CONTAINER,
     STOPPED_CONTAINER,
 };
+pub use dbus::{TestBuses, HOSTNAMED, TEST_NAME};
 pub use layout::{
     aarch64_root, ash_shell, base_dir, ensure_noexec_home, noexec_home_mounted, user, users,
     write_noise, HomeKind, UserSpec, NOISE, USER_PREFIX,

@@ -36,6 +36,8 @@ pub enum Component {
     Podman,
     /// `dbus-daemon`, `flatpak-session-helper` and `flatpak-spawn` (see [`crate::SessionBus`]).
     FlatpakSpawn,
+    /// `dbus-daemon`, Python's Gio bindings (the test service) and `systemd-hostnamed`.
+    DBus,
 }
 
 impl fmt::Display for Component {
@@ -54,6 +56,7 @@ impl fmt::Display for Component {
             Component::Doas => f.write_str("doas with the test bed's rules"),
             Component::Podman => f.write_str("podman and the test containers"),
             Component::FlatpakSpawn => f.write_str("flatpak-spawn and a session bus"),
+            Component::DBus => f.write_str("dbus-daemon, python3-gi and systemd-hostnamed"),
         }
     }
 }
@@ -204,6 +207,18 @@ impl Component {
                 executable("/usr/bin/dbus-send")?;
                 executable(crate::FLATPAK_SESSION_HELPER)?;
                 executable(crate::FLATPAK_SPAWN)
+            }
+            Component::DBus => {
+                executable("/usr/bin/dbus-daemon")?;
+                executable(crate::dbus::HOSTNAMED)?;
+                let gi = std::process::Command::new("/usr/bin/python3")
+                    .args(["-c", "from gi.repository import Gio"])
+                    .stderr(std::process::Stdio::null())
+                    .status();
+                match gi {
+                    Ok(s) if s.success() => Ok(()),
+                    _ => Err("python3-gi is missing".into()),
+                }
             }
         }
     }

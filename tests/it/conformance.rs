@@ -265,6 +265,15 @@ macro_rules! scenarios {
 
 scenarios! {
     control_without_command,
+    dbus_call,
+    dbus_hostnamed,
+    dbus_internal,
+    dbus_invalid_args,
+    dbus_object_manager,
+    dbus_open_errors,
+    dbus_owner,
+    dbus_signals,
+    dbus_watch,
     data_before_init,
     data_unknown_channel,
     duplicate_open,

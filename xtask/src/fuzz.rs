@@ -18,7 +18,12 @@ use anyhow::{bail, Context, Result};
 use crate::util::{cargo, run as run_command, workspace_root};
 
 /// Every target in `fuzz/fuzz_targets/`.
-const TARGETS: &[&str] = &["frame_decoder", "bridge_session"];
+const TARGETS: &[&str] = &[
+    "frame_decoder",
+    "bridge_session",
+    "dbus_message",
+    "dbus_json",
+];
 
 const DEFAULT_SECONDS: u64 = 30;
 

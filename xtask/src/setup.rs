@@ -42,6 +42,9 @@ const PACKAGES: &[&str] = &[
     "dbus",
     // Runs Cockpit 337's Python bridge, which is unpacked rather than installed.
     "python3",
+    // dbus-json3: Python's Gio for the test service, systemd-hostnamed.
+    "python3-gi",
+    "systemd",
 ];
 
 /// An apt source for bookworm-backports, which carries Cockpit 337: the same archive (URIs)

@@ -36,6 +36,7 @@ pub async fn run(ch: &mut Channel) -> ChannelResult {
         }
         "fsinfo" => fsinfo::run(ch).await,
         "info" => info::run(ch).await,
+        "dbus-json3" => crate::dbus::channel::run(ch).await,
         other => Err(ChannelError::new(ferry_protocol::problem::NOT_SUPPORTED)
             .message(format!("payload type {other:?} is not supported"))),
     }

@@ -27,7 +27,9 @@
 //! Setup, done in a fresh `${TMP}` before each bridge starts:
 //! - `mkdir PATH`, `write PATH STRING`, `fill PATH BYTES`, `chmod OCTAL PATH`,
 //!   `symlink TARGET PATH` (PATH relative to `${TMP}`).
-//! - `server http` | `server tcp-echo` | `server unix-echo`.
+//! - `server http` | `server tcp-echo` | `server unix-echo` | `server dbus` (private system
+//!   and session buses with the test service `org.ferry.Test` and `systemd-hostnamed`; the
+//!   bridge gets their addresses, `${DBUS_SESSION}` is the session bus's).
 //!
 //! Steps, in order:
 //! - `send {JSON}`: a control message.
@@ -36,6 +38,10 @@
 //! - `expect CHANNEL COMMAND`: wait for one more control message COMMAND about CHANNEL (`-`
 //!   for messages without a channel) than earlier `expect`s of the same pair waited for.
 //! - `expect CHANNEL data BYTES`: wait until CHANNEL has sent at least BYTES bytes of data.
+//! - `expect CHANNEL frames N`: wait until CHANNEL has sent at least N data frames (for
+//!   message-based payloads such as dbus-json3, one message per frame).
+//! - `expect CHANNEL reply ID`: wait until CHANNEL has sent a JSON document whose `id` is the
+//!   string ID (a dbus-json3 `reply` or `error`).
 //! - `expect exit`: wait for the bridge to exit.
 //! - `sleep SECONDS`, `autopong` (answer every channel `ping` with a `pong` from now on),
 //!   `eof` (close the bridge's input).
@@ -61,6 +67,9 @@ pub enum Server {
     Http,
     TcpEcho,
     UnixEcho,
+    /// Private system and session buses (ferry-testbed's `TestBuses`), handed to the bridge
+    /// through `DBUS_SYSTEM_BUS_ADDRESS` and `DBUS_SESSION_BUS_ADDRESS`.
+    Dbus,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -79,6 +88,14 @@ pub enum Step {
     ExpectData {
         channel: String,
         bytes: u64,
+    },
+    ExpectFrames {
+        channel: String,
+        frames: u64,
+    },
+    ExpectReply {
+        channel: String,
+        id: String,
     },
     ExpectExit,
     Sleep(Duration),
@@ -157,6 +174,7 @@ impl Scenario {
                     "http" => Server::Http,
                     "tcp-echo" => Server::TcpEcho,
                     "unix-echo" => Server::UnixEcho,
+                    "dbus" => Server::Dbus,
                     other => {
                         return Err(ParseError {
                             file: name.into(),
@@ -179,7 +197,14 @@ impl Scenario {
         };
         // Check the syntax once, with dummy values.
         let mut vars = BTreeMap::new();
-        for v in ["TMP", "HTTP_PORT", "HTTP_SOCKET", "TCP_PORT", "UNIX_SOCKET"] {
+        for v in [
+            "TMP",
+            "HTTP_PORT",
+            "HTTP_SOCKET",
+            "TCP_PORT",
+            "UNIX_SOCKET",
+            "DBUS_SESSION",
+        ] {
             vars.insert(v.to_owned(), "1".to_owned());
         }
         let plan = scenario.plan(&vars)?;
@@ -457,6 +482,20 @@ fn parse_line(plan: &mut Plan, lineno: usize, words: &[Word]) -> Result<(), Stri
                     bytes: number(n)?,
                 },
             ),
+            [ch, Word::Plain(d), n] if d == "frames" => step(
+                plan,
+                Step::ExpectFrames {
+                    channel: channel_arg(ch)?,
+                    frames: number(n)?,
+                },
+            ),
+            [ch, Word::Plain(r), id] if r == "reply" => step(
+                plan,
+                Step::ExpectReply {
+                    channel: channel_arg(ch)?,
+                    id: id.plain()?.to_owned(),
+                },
+            ),
             [ch, cmd] => step(
                 plan,
                 Step::ExpectControl {
@@ -464,11 +503,11 @@ fn parse_line(plan: &mut Plan, lineno: usize, words: &[Word]) -> Result<(), Stri
                     command: cmd.plain()?.to_owned(),
                 },
             ),
-            _ => {
-                return Err(
-                    "usage: expect CHANNEL COMMAND | expect CHANNEL data N | expect exit".into(),
-                )
-            }
+            _ => return Err(
+                "usage: expect CHANNEL COMMAND | expect CHANNEL data N | expect CHANNEL frames N \
+                     | expect CHANNEL reply ID | expect exit"
+                    .into(),
+            ),
         },
         "sleep" => {
             want(1)?;

@@ -69,15 +69,30 @@ pub fn run(scenario: &Scenario, bridge: &[String]) -> Result<Run, String> {
                 running.push(servers::unix_echo(&sock).map_err(|e| format!("echo server: {e}"))?);
                 vars.insert("UNIX_SOCKET".into(), sock.display().to_string());
             }
+            // Started below: the buses are not a thread of this process.
+            Server::Dbus => {}
         }
     }
-    let plan = scenario.plan(&vars).map_err(|e| e.to_string())?;
+    let mut buses = None;
+    if scenario.servers.contains(&Server::Dbus) {
+        let b = ferry_testbed::TestBuses::start().map_err(|e| format!("test buses: {e}"))?;
+        vars.insert("DBUS_SESSION".into(), b.session.clone());
+        buses = Some(b);
+    }
+    let mut plan = scenario.plan(&vars).map_err(|e| e.to_string())?;
+    if let Some(b) = &buses {
+        plan.env
+            .extend(b.env().into_iter().map(|(k, v)| (k.to_owned(), v)));
+        // Without an agent socket, cockpit-bridge 287 starts an ssh-agent of its own.
+        plan.env.push(("SSH_AUTH_SOCK".into(), "/dev/null".into()));
+    }
     setup(&root, &plan.setup)?;
 
     let mut session = Session::start(bridge, &plan, &root_str)?;
     session.perform(&plan);
     let transcript = session.finish();
     drop(running);
+    drop(buses);
     // Undo `chmod 000` and the like so the directory can be removed.
     let _ = Command::new("chmod")
         .arg("-R")
@@ -135,6 +150,9 @@ struct Session {
     /// Control messages waited for so far, per (channel, command).
     waited: HashMap<(String, String), usize>,
     data_bytes: HashMap<String, u64>,
+    data_frames: HashMap<String, u64>,
+    /// (channel, id) of the JSON documents with a string `id` each channel sent.
+    data_ids: std::collections::HashSet<(String, String)>,
     autopong: bool,
     eof: bool,
     exited: bool,
@@ -209,6 +227,8 @@ impl Session {
             seen: HashMap::new(),
             waited: HashMap::new(),
             data_bytes: HashMap::new(),
+            data_frames: HashMap::new(),
+            data_ids: std::collections::HashSet::new(),
             autopong: false,
             eof: false,
             exited: false,
@@ -279,6 +299,12 @@ impl Session {
                     self.transcript.push_control(&about, value);
                 } else {
                     *self.data_bytes.entry(channel.clone()).or_default() += payload.len() as u64;
+                    *self.data_frames.entry(channel.clone()).or_default() += 1;
+                    if let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(&payload) {
+                        if let Some(Value::String(id)) = m.get("id") {
+                            self.data_ids.insert((channel.clone(), id.clone()));
+                        }
+                    }
                     let mode = self.modes.get(&channel).copied();
                     self.transcript.push_data(&channel, &payload, mode);
                 }
@@ -365,6 +391,12 @@ impl Session {
             }
             Step::ExpectData { channel, bytes } => self.pump(deadline, &|s| {
                 s.data_bytes.get(channel).copied().unwrap_or(0) >= *bytes
+            }),
+            Step::ExpectReply { channel, id } => self.pump(deadline, &|s| {
+                s.data_ids.contains(&(channel.clone(), id.clone()))
+            }),
+            Step::ExpectFrames { channel, frames } => self.pump(deadline, &|s| {
+                s.data_frames.get(channel).copied().unwrap_or(0) >= *frames
             }),
             Step::ExpectExit => {
                 self.pump(deadline, &|_| false);

@@ -144,6 +144,10 @@ pub fn normalise(t: &mut Transcript, modes: &BTreeMap<String, DataMode>) {
                             }
                         }
                     }
+                    // A D-Bus connection's unique name depends on how many came before it.
+                    if m.get("unique-name").is_some_and(Value::is_string) {
+                        m.insert("unique-name".into(), placeholder("unique-name"));
+                    }
                     // Times of day: the moment the sample or meta message was made.
                     if m.get("timestamp").is_some_and(Value::is_number) {
                         m.insert("timestamp".into(), placeholder("timestamp"));
@@ -243,8 +247,18 @@ fn normalise_json(v: &mut Value) {
             }
         }
         Value::Array(a) => a.iter_mut().for_each(normalise_json),
+        // A D-Bus unique name (`:1.42`), e.g. an `owner`: depends on the bus's history.
+        Value::String(s) if is_unique_name(s) => *v = placeholder("unique-name"),
         _ => {}
     }
+}
+
+fn is_unique_name(s: &str) -> bool {
+    s.strip_prefix(':').is_some_and(|rest| {
+        rest.split('.')
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            && rest.contains('.')
+    })
 }
 
 /// Numbers become a placeholder: only the structure is compared. `null` counts as a number:
@@ -297,6 +311,24 @@ pub enum Rule {
     /// `drop-key CHANNEL KEY`: the member KEY, at any depth, of the JSON documents CHANNEL
     /// sent (JSON data and `http` bodies).
     DropKey { channel: String, key: String },
+    /// `drop-json CHANNEL KEY`: the top-level field KEY of JSON documents sent on CHANNEL.
+    DropJson { channel: String, key: String },
+    /// `json-replace CHANNEL KEY FROM TO`: a top-level field KEY of a JSON document that is
+    /// FROM (JSON without blanks) becomes TO.
+    JsonReplace {
+        channel: String,
+        key: String,
+        from: Value,
+        to: Value,
+    },
+    /// `empty-notify CHANNEL`: dbus-json3 `notify` documents that carry no property at all.
+    EmptyNotify(String),
+    /// `error-message CHANNEL`: the message of a dbus-json3 `error` (`[name, [message]]`)
+    /// the bridge wrote itself (human text; the error's name is still compared).
+    ErrorMessage(String),
+    /// `owner-after-ready CHANNEL`: a dbus-json3 `{"owner": ...}` right before the channel's
+    /// `ready` is put right after it.
+    OwnerAfterReady(String),
 }
 
 impl Rule {
@@ -327,6 +359,19 @@ impl Rule {
                 channel: ch(c),
                 key: (*k).into(),
             },
+            ["drop-json", c, k] => Rule::DropJson {
+                channel: ch(c),
+                key: (*k).into(),
+            },
+            ["json-replace", c, k, from, to] => Rule::JsonReplace {
+                channel: ch(c),
+                key: (*k).into(),
+                from: serde_json::from_str(from).map_err(|e| format!("{from}: {e}"))?,
+                to: serde_json::from_str(to).map_err(|e| format!("{to}: {e}"))?,
+            },
+            ["owner-after-ready", c] => Rule::OwnerAfterReady(ch(c)),
+            ["error-message", c] => Rule::ErrorMessage(ch(c)),
+            ["empty-notify", c] => Rule::EmptyNotify(ch(c)),
             _ => return Err(format!("unknown rule {text:?}")),
         })
     }
@@ -338,7 +383,12 @@ impl Rule {
             | Rule::IgnoreData(channel)
             | Rule::IgnoreChannel(channel)
             | Rule::IgnoreOrder(channel)
-            | Rule::DropKey { channel, .. } => Some(channel.as_str()),
+            | Rule::DropKey { channel, .. }
+            | Rule::DropJson { channel, .. }
+            | Rule::JsonReplace { channel, .. }
+            | Rule::OwnerAfterReady(channel)
+            | Rule::ErrorMessage(channel)
+            | Rule::EmptyNotify(channel) => Some(channel.as_str()),
             Rule::IgnoreExit => None,
         };
         match channel {
@@ -388,6 +438,57 @@ impl Rule {
                 for e in events.iter_mut() {
                     if let Event::Json(v) = e {
                         drop_key(v, key);
+                    }
+                }
+            }
+            Rule::DropJson { key, .. } => {
+                for e in events.iter_mut() {
+                    if let Event::Json(Value::Object(m)) = e {
+                        m.remove(key);
+                    }
+                }
+            }
+            Rule::JsonReplace { key, from, to, .. } => {
+                for e in events.iter_mut() {
+                    if let Event::Json(Value::Object(m)) = e {
+                        if let Some(v) = m.get_mut(key).filter(|v| *v == from) {
+                            *v = to.clone();
+                        }
+                    }
+                }
+            }
+            Rule::EmptyNotify(_) => events.retain(|e| {
+                let Event::Json(Value::Object(m)) = e else {
+                    return true;
+                };
+                let Some(Value::Object(paths)) = m.get("notify") else {
+                    return true;
+                };
+                !paths.values().all(|ifaces| {
+                    ifaces.as_object().is_some_and(|i| {
+                        i.values()
+                            .all(|p| p.as_object().is_some_and(|p| p.is_empty()))
+                    })
+                })
+            }),
+            Rule::ErrorMessage(_) => {
+                for e in events.iter_mut() {
+                    if let Event::Json(Value::Object(m)) = e {
+                        if let Some(Value::Array(text)) =
+                            m.get_mut("error").and_then(|e| e.get_mut(1))
+                        {
+                            text.iter_mut().for_each(|t| *t = placeholder("message"));
+                        }
+                    }
+                }
+            }
+            Rule::OwnerAfterReady(_) => {
+                for i in 1..events.len() {
+                    let owner = matches!(&events[i - 1], Event::Json(Value::Object(m))
+                        if m.len() == 1 && m.contains_key("owner"));
+                    if owner && is_command(&events[i], "ready") {
+                        events.swap(i - 1, i);
+                        break;
                     }
                 }
             }
