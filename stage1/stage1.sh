@@ -31,7 +31,7 @@ m="ferry-$n"
 say() { echo "$m $*"; }
 fail() { say fail "$@"; exit 1; }
 t=
-for x in zstd gzip sha256sum shasum openssl uname dd wc ls; do
+for x in zstd gzip sha256sum shasum openssl uname dd wc ls chmod mkdir mv rm; do
 IFS=:
 for p in $PATH; do
 [ -x "$p/$x" ] && t="$t$x," && break
@@ -58,21 +58,29 @@ v=
 if has sha256sum; then v=$(sha256sum "$1"); elif has shasum; then v=$(shasum -a 256 "$1"); else v=$(openssl dgst -sha256 -r "$1"); fi
 v=${v%% *}
 }
+own() {
+has ls || fail tool ls
+set -- $(ls -ldn "$1" 2>&4)
+o=$3
+}
 safe() {
 p=$1
-while [ -n "$p" ] && [ -O "$p" ]; do p=${p%/*}; done
-[ -z "$p" ] && return
-has ls || fail tool ls
-set -- $(ls -ldn "$p" 2>&4)
-[ "$3" = 0 ]
+while [ -n "$p" ]; do
+if [ -L "$p" ]; then
+own "$p"
+[ "$o" = 0 ] || [ "$o" = "$u" ] || return 1
+fi
+if [ -O "$p" ]; then p=${p%/*}; else own "$p/"; [ "$o" = 0 ]; return; fi
+done
 }
 u=$(id -u 2>&4)
 r=${XDG_RUNTIME_DIR:+$XDG_RUNTIME_DIR/ferry}
-set -- "${XDG_CACHE_HOME:-${HOME:-/nonexistent}/.cache}/ferry" "$r" "/dev/shm/ferry-$u" "/tmp/ferry-$u" "/var/tmp/ferry-$u"
+x=${XDG_CACHE_HOME:-${HOME:+$HOME/.cache}}
+set -- "${x:+$x/ferry}" "$r" "${u:+/dev/shm/ferry-$u}" "${u:+/tmp/ferry-$u}" "${u:+/var/tmp/ferry-$u}"
 for c in "$@"; do
 f="$c/$h"
 case $c in /?*) ;; *) continue ;; esac
-[ -f "$f" ] && [ -O "$c" ] && chmod 700 "$c" 2>&4 && safe "$c" || continue
+[ -f "$f" ] && safe "$c" && [ -O "$c" ] && chmod 700 "$c" 2>&4 || continue
 sum "$f"
 if [ "$v" = "$h" ]; then
 say hello "$a" cached "$t" "$c"
@@ -82,7 +90,9 @@ fi
 rm -f "$f"
 fail tampered "$f"
 done
-has dd || fail tool dd
+for x in dd chmod mkdir mv rm; do
+has $x || fail tool $x
+done
 has wc || has ls || fail tool wc
 say hello "$a" need "$t"
 drop() {
@@ -100,12 +110,12 @@ case $c in /?*) ;; *) continue ;; esac
 y="$y $c"
 e=
 if [ -d "$c" ]; then
-[ -O "$c" ] && chmod 700 "$c" 2>&4 && safe "$c" || continue
+safe "$c" && [ -O "$c" ] && chmod 700 "$c" 2>&4 || continue
 else
 e=${c%/*}
 while [ -n "$e" ] && [ ! -d "$e" ]; do e=${e%/*}; done
 e=${e:-/}
-safe "$e" && mkdir -p -m 700 "$c" 2>&4 || continue
+safe "$e" && mkdir -p -m 700 "$c" 2>&4 && safe "$c" || continue
 fi
 x="$c/.probe-$n"
 echo "#! /bin/sh" > "$x" 2>&4 && chmod 700 "$x" 2>&4 && "$x" 2>&4 && d=$c

@@ -20,7 +20,7 @@ pub enum LaunchError {
         available: String,
         hint: String,
     },
-    #[error("no directory on the remote is writable and allows executing files (tried:{tried}); free one of them or set XDG_CACHE_HOME there")]
+    #[error("no directory on the remote is writable and allows executing files (tried: {}); free one of them or set XDG_CACHE_HOME there", tried.trim())]
     NoDirectory { tried: String },
     #[error("no space left in {dir} on the remote; the partial image was removed; free some space there, or set XDG_CACHE_HOME to a directory with room")]
     NoSpace { dir: String },

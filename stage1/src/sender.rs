@@ -86,7 +86,7 @@ pub struct Booted {
 pub enum Stage1Error {
     #[error("the remote's CPU is {0}, and ferry has no bridge for it")]
     UnsupportedArch(String),
-    #[error("no directory on the remote is both writable and executable (tried:{0})")]
+    #[error("no directory on the remote is both writable and executable (tried: {})", .0.trim())]
     NoDirectory(String),
     #[error("the bridge image arrived corrupted ({0} bytes received); it was deleted and not run")]
     Corrupt(String),

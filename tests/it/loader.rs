@@ -243,6 +243,100 @@ exit $s"#,
     }
 }
 
+/// A hop that runs the rest where `/dev/shm`, `/var/tmp` and `/tmp/ferry-0` are fresh tmpfs
+/// mounts, `XDG_CACHE_HOME` cannot be made, and `nobody` has put a symbolic link at
+/// `/dev/shm/ferry-0`, pointing at `/var/tmp/victim`, a directory of root's holding the genuine
+/// image. `swap` keeps swapping the link between that directory and one of `nobody`'s, holding
+/// a script under the image's name that creates `pwned`. The script lists `/var/tmp/victim`'s
+/// mode and contents to `listing` after the run.
+fn planted_link_hop(dir: &Path, image: &Path, sha: &str, swap: bool) -> (String, PathBuf) {
+    let listing = dir.join("listing");
+    let pwned = dir.join("pwned");
+    let attacker = if swap {
+        format!(
+            r#"mkdir /tmp/ferry-0/evil && printf '#!/bin/sh\ntouch {pwned}\nexec cat\n' > /tmp/ferry-0/evil/{sha}
+chmod 755 /tmp/ferry-0/evil/{sha} && chown -R {NOBODY} /tmp/ferry-0/evil || exit 99
+setpriv --reuid {NOBODY} --regid {NOBODY} --clear-groups sh -c 'cd /dev/shm; while :; do ln -sfn /var/tmp/victim a; mv -fT a ferry-0; ln -sfn /tmp/ferry-0/evil b; mv -fT b ferry-0; done' &
+a=$!"#,
+            pwned = pwned.display()
+        )
+    } else {
+        format!(
+            "setpriv --reuid {NOBODY} --regid {NOBODY} --clear-groups ln -s /var/tmp/victim /dev/shm/ferry-0 || exit 99\na="
+        )
+    };
+    let body = format!(
+        r#"mount -t tmpfs ferry-shm /dev/shm && chmod 1777 /dev/shm || exit 99
+mount -t tmpfs ferry-var /var/tmp || exit 99
+mkdir -p -m 700 /tmp/ferry-0 && mount -t tmpfs ferry-tmp /tmp/ferry-0 && chmod 755 /tmp/ferry-0 || exit 99
+mkdir -m 755 /var/tmp/victim && cp {image} /var/tmp/victim/{sha} || exit 99
+{attacker}
+unset XDG_RUNTIME_DIR
+export XDG_CACHE_HOME=/proc/ferry-none
+"$@"
+s=$?
+[ -n "$a" ] && kill $a
+stat -c %a /var/tmp/victim > {listing}
+ls -A /var/tmp/victim >> {listing}
+exit $s"#,
+        image = image.display(),
+        listing = listing.display(),
+    );
+    let path = dir.join("planted-link");
+    script(&path, &body);
+    (format!("exec:unshare --mount {}", path.display()), listing)
+}
+
+/// A symbolic link that another user put where a fallback directory goes is never followed:
+/// root neither changes the mode of what it points at, nor writes there, nor runs from there.
+#[test]
+fn a_fallback_directory_that_is_another_users_link_is_skipped() {
+    require!(Component::Root);
+    require!(Component::Unshare);
+    let dir = tempdir();
+    let (image, sha, _) = host_image(&dir.path().join("image"));
+    let (hop, listing) = planted_link_hop(dir.path(), &image, &sha, false);
+    let output = Test::new()
+        .inherit_cache_home()
+        .args(["run", "--stats", &hop, "--", "echo", "works"])
+        .stdout("works\n")
+        .run();
+    if output.stats().cached {
+        output.fail("root ran the image behind another user's link");
+    }
+    let listing = fs::read_to_string(&listing).unwrap();
+    let mut lines = listing.lines();
+    if lines.next() != Some("755") {
+        output.fail(&format!("the link's target was changed:\n{listing}"));
+    }
+    let entries: Vec<&str> = lines.collect();
+    if entries != [sha.as_str()] {
+        output.fail(&format!("root wrote behind the link: {entries:?}"));
+    }
+}
+
+/// The same link, swapped as fast as `nobody` can between root's genuine image and a script:
+/// the script never runs as root.
+#[test]
+fn a_swapping_link_never_gets_code_run_as_root() {
+    require!(Component::Root);
+    require!(Component::Unshare);
+    let dir = tempdir();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let (image, sha, _) = host_image(&dir.path().join("image"));
+    let (hop, _) = planted_link_hop(dir.path(), &image, &sha, true);
+    for round in 0..15 {
+        let output = Test::new()
+            .inherit_cache_home()
+            .args(["run", &hop, "--", "echo", "works"])
+            .stdout("works\n")
+            .run();
+        if dir.path().join("pwned").exists() {
+            output.fail(&format!("round {round}: the attacker's script ran as root"));
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The umask: the bridge and what it starts get the hop's own
 
@@ -425,6 +519,43 @@ fn no_sha256_tool_is_named() {
 #[test]
 fn no_wc_and_no_ls_is_named() {
     names_missing(&["wc", "ls"], "wc");
+}
+
+#[test]
+fn every_tool_the_transfer_needs_is_named() {
+    require!(Component::Root);
+    for tool in ["dd", "chmod", "mkdir", "mv", "rm"] {
+        names_missing(&[tool], tool);
+    }
+}
+
+/// Without `HOME` and `XDG_CACHE_HOME` there is no cache directory of the user's own: the
+/// loader uses the fallback directories and makes up no path.
+#[test]
+fn no_home_makes_up_no_path() {
+    require!(Component::Root);
+    let (root, hop) = mini_root(APPLETS, Dev::Null);
+    let output = Test::new()
+        .inherit_cache_home()
+        .env_remove("XDG_CACHE_HOME")
+        .env_remove("HOME")
+        .args(["run", &hop, "--", "echo", "works"])
+        .stdout("works\n")
+        .run();
+    let mut top: Vec<String> = fs::read_dir(root.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    top.sort();
+    let expected = ["bin", "dev", "lib", "lib64", "root", "tmp", "usr"];
+    let made_up: Vec<&String> = top
+        .iter()
+        .filter(|t| !expected.contains(&t.as_str()))
+        .collect();
+    if !made_up.is_empty() {
+        output.fail(&format!("the loader made {made_up:?} in /"));
+    }
 }
 
 #[test]
