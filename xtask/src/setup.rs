@@ -339,24 +339,18 @@ impl Setup {
                 .arg(bin.join("busybox"))
                 .arg("--list"),
         )?;
-        for applet in list.lines().map(str::trim).filter(|a| !a.is_empty()) {
-            let link = bin.join(applet);
-            if applet != "busybox" && fs::symlink_metadata(&link).is_err() {
-                std::os::unix::fs::symlink("busybox", &link)?;
-            }
-        }
-        for (dir, mode) in [
-            ("tmp", 0o1777),
-            ("root", 0o700),
-            ("etc", 0o755),
-            ("dev", 0o755),
-            ("proc", 0o555),
-            ("usr/bin", 0o755),
-        ] {
-            let path = staging.join(dir);
-            fs::create_dir_all(&path)?;
-            fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
-        }
+        busybox_root(
+            &staging,
+            &list,
+            &[
+                ("tmp", 0o1777),
+                ("root", 0o700),
+                ("etc", 0o755),
+                ("dev", 0o755),
+                ("proc", 0o555),
+                ("usr/bin", 0o755),
+            ],
+        )?;
         fs::write(
             staging.join("etc/passwd"),
             "root:x:0:0:root:/root:/bin/sh\n",
@@ -659,25 +653,19 @@ impl Setup {
         fs::remove_dir_all(&download)?;
         let bin = staging.join("bin");
         let list = stdout_of(Command::new(bin.join("busybox")).arg("--list"))?;
-        for applet in list.lines().map(str::trim).filter(|a| !a.is_empty()) {
-            let link = bin.join(applet);
-            if applet != "busybox" && fs::symlink_metadata(&link).is_err() {
-                std::os::unix::fs::symlink("busybox", &link)?;
-            }
-        }
-        for (dir, mode) in [
-            ("tmp", 0o1777),
-            ("root", 0o700),
-            ("etc", 0o755),
-            ("home/app", 0o755),
-            ("proc", 0o555),
-            ("dev", 0o755),
-            ("sys", 0o555),
-        ] {
-            let path = staging.join(dir);
-            fs::create_dir_all(&path)?;
-            fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
-        }
+        busybox_root(
+            &staging,
+            &list,
+            &[
+                ("tmp", 0o1777),
+                ("root", 0o700),
+                ("etc", 0o755),
+                ("home/app", 0o755),
+                ("proc", 0o555),
+                ("dev", 0o755),
+                ("sys", 0o555),
+            ],
+        )?;
         std::os::unix::fs::chown(staging.join("home/app"), Some(1000), Some(1000))?;
         fs::write(staging.join("etc/passwd"), ferry_testbed::CONTAINER_PASSWD)?;
         fs::write(staging.join("etc/group"), ferry_testbed::CONTAINER_GROUP)?;
@@ -692,6 +680,24 @@ impl Setup {
         fs::rename(&staging, &root)?;
         Ok(())
     }
+}
+
+/// Make `root` a busybox root: every applet that `busybox --list` printed (`list`) linked to
+/// `bin/busybox`, and the directories `dirs` with their modes.
+fn busybox_root(root: &Path, list: &str, dirs: &[(&str, u32)]) -> Result<()> {
+    let bin = root.join("bin");
+    for applet in list.lines().map(str::trim).filter(|a| !a.is_empty()) {
+        let link = bin.join(applet);
+        if applet != "busybox" && fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink("busybox", &link)?;
+        }
+    }
+    for (dir, mode) in dirs {
+        let path = root.join(dir);
+        fs::create_dir_all(&path)?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(*mode))?;
+    }
+    Ok(())
 }
 
 /// The text of apt's sources: `sources.list` and every `.list` and `.sources` file.
