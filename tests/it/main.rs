@@ -9,4 +9,5 @@ mod hop_words;
 mod hops;
 mod lifecycle;
 mod loader;
+mod shipped;
 mod ssh_config;

@@ -21,7 +21,6 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -183,15 +182,26 @@ fn readlink_at(dir: RawFd, name: &str) -> io::Result<String> {
     Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
+/// An `O_PATH` descriptor for `path`: it opens nothing for reading, so a FIFO without a writer,
+/// a device or a file the user may not read cannot block or refuse it.
+///
+/// Called with `open(2)` directly: `OpenOptions::custom_flags` masks out the access-mode bits,
+/// and on musl `O_ACCMODE` includes `O_PATH` (its `O_SEARCH`), so the flag would be dropped and
+/// the file opened for reading.
 fn open_path(path: &str, follow: bool) -> io::Result<File> {
-    let mut flags = libc::O_PATH;
+    use std::os::fd::FromRawFd;
+    let mut flags = libc::O_PATH | libc::O_CLOEXEC;
     if !follow {
         flags |= libc::O_NOFOLLOW;
     }
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(flags)
-        .open(path)
+    let c_path = CString::new(path).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: c_path is a valid NUL-terminated string; the descriptor returned is ours alone.
+    let fd = unsafe { libc::open(c_path.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd was just opened and is owned by nothing else.
+    Ok(unsafe { File::from_raw_fd(fd) })
 }
 
 fn errno_of(err: &io::Error) -> i32 {
