@@ -8,7 +8,7 @@
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
@@ -299,31 +299,7 @@ impl Setup {
             "setup: making the aarch64 busybox root at {}",
             root.display()
         );
-        let download = tempdir_in_base("download")?;
-        let mut get = apt("download");
-        get.arg("busybox-static:arm64").current_dir(&download);
-        let first = capture(&mut get)?;
-        if !first.status.success() {
-            if self.apt_updated {
-                bail!(
-                    "apt-get download busybox-static:arm64 failed: {}",
-                    String::from_utf8_lossy(&first.stderr).trim()
-                );
-            }
-            // The arm64 package lists may be missing or stale.
-            self.apt_update()?;
-            run_command(&mut get)?;
-        }
-        let deb = fs::read_dir(&download)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .find(|p| p.extension().is_some_and(|x| x == "deb"))
-            .context("apt-get download left no .deb")?;
-
-        let staging = root.with_extension("new");
-        let _ = fs::remove_dir_all(&staging);
-        fs::create_dir_all(&staging)?;
-        run_command(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&staging))?;
-        fs::remove_dir_all(&download)?;
+        let staging = self.unpack_deb("busybox-static:arm64", "download", &root)?;
         let bin = staging.join("bin");
         if !bin.join("busybox").is_file() {
             let usr_bin = staging.join("usr/bin/busybox");
@@ -635,22 +611,7 @@ impl Setup {
             return Ok(());
         }
         println!("setup: making the container root at {}", root.display());
-        let download = tempdir_in_base("download-container")?;
-        let mut get = apt("download");
-        get.arg("busybox-static").current_dir(&download);
-        if !capture(&mut get)?.status.success() {
-            self.apt_update()?;
-            run_command(&mut get)?;
-        }
-        let deb = fs::read_dir(&download)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .find(|p| p.extension().is_some_and(|x| x == "deb"))
-            .context("apt-get download left no .deb")?;
-        let staging = root.with_extension("new");
-        let _ = fs::remove_dir_all(&staging);
-        fs::create_dir_all(&staging)?;
-        run_command(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&staging))?;
-        fs::remove_dir_all(&download)?;
+        let staging = self.unpack_deb("busybox-static", "download-container", &root)?;
         let bin = staging.join("bin");
         let list = stdout_of(Command::new(bin.join("busybox")).arg("--list"))?;
         busybox_root(
@@ -679,6 +640,38 @@ impl Setup {
         let _ = fs::remove_dir_all(&root);
         fs::rename(&staging, &root)?;
         Ok(())
+    }
+}
+
+impl Setup {
+    /// Download the Debian package `package` into the base directory's `download` folder and
+    /// unpack it into a fresh `root.new` (returned), updating apt's lists once if the download
+    /// fails (they may be missing or stale, for a foreign architecture too).
+    fn unpack_deb(&mut self, package: &str, download: &str, root: &Path) -> Result<PathBuf> {
+        let download = tempdir_in_base(download)?;
+        let mut get = apt("download");
+        get.arg(package).current_dir(&download);
+        let first = capture(&mut get)?;
+        if !first.status.success() {
+            if self.apt_updated {
+                bail!(
+                    "apt-get download {package} failed: {}",
+                    String::from_utf8_lossy(&first.stderr).trim()
+                );
+            }
+            self.apt_update()?;
+            run_command(&mut get)?;
+        }
+        let deb = fs::read_dir(&download)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.extension().is_some_and(|x| x == "deb"))
+            .context("apt-get download left no .deb")?;
+        let staging = root.with_extension("new");
+        let _ = fs::remove_dir_all(&staging);
+        fs::create_dir_all(&staging)?;
+        run_command(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&staging))?;
+        fs::remove_dir_all(&download)?;
+        Ok(staging)
     }
 }
 
