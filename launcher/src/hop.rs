@@ -15,6 +15,17 @@ mod podman;
 mod su;
 mod sudo;
 
+/// `PROGRAM -n [-u USER] --`: sudo and doas take the same options for running as USER (root
+/// by default) without ever prompting.
+fn no_prompt_argv(program: &str, user: Option<&str>) -> Vec<String> {
+    let mut v = vec![program.to_owned(), "-n".to_owned()];
+    if let Some(u) = user {
+        v.extend(["-u".to_owned(), u.to_owned()]);
+    }
+    v.push("--".to_owned());
+    v
+}
+
 /// One step of a route: a way to run a command somewhere else.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Hop {

@@ -6,12 +6,7 @@ use crate::LaunchError;
 
 /// The command prefix: `doas -n [-u USER] --`.
 pub(crate) fn argv(user: Option<&str>) -> Vec<String> {
-    let mut v = vec!["doas".to_owned(), "-n".to_owned()];
-    if let Some(u) = user {
-        v.extend(["-u".to_owned(), u.to_owned()]);
-    }
-    v.push("--".to_owned());
-    v
+    super::no_prompt_argv("doas", user)
 }
 
 /// Name a failure from doas's own words.

@@ -6,12 +6,7 @@ use crate::LaunchError;
 
 /// The command prefix: `sudo -n [-u USER] --`.
 pub(crate) fn argv(user: Option<&str>) -> Vec<String> {
-    let mut v = vec!["sudo".to_owned(), "-n".to_owned()];
-    if let Some(u) = user {
-        v.extend(["-u".to_owned(), u.to_owned()]);
-    }
-    v.push("--".to_owned());
-    v
+    super::no_prompt_argv("sudo", user)
 }
 
 /// Name a failure from sudo's own words (English; a translated message falls through to the
