@@ -302,7 +302,9 @@ pub(crate) fn ended_early(ended: Ended) -> LaunchError {
             "a program on the route could not be executed (exit status 126)".into(),
         ),
         Ended::Code(255) => LaunchError::Terminated(
-            "ssh failed on the way (exit status 255); see its message above".into(),
+            "a hop's program failed on the way (exit status 255, as ssh and the container \
+             engines end on their own errors); see its message above"
+                .into(),
         ),
         Ended::Code(c) => LaunchError::Terminated(format!(
             "the route ended before the bridge started (exit status {c})"

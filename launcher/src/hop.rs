@@ -521,7 +521,7 @@ mod tests {
     #[test]
     fn names_failures_in_the_tools_words() {
         // Messages as the tools print them (sudo 1.9.13, opendoas 6.8, util-linux su, podman 4.3).
-        let cases: [(&str, &str, u8); 9] = [
+        let cases: [(&str, &str, u8); 10] = [
             ("sudo", "sudo: a password is required\n", 202),
             (
                 "sudo",
@@ -543,6 +543,11 @@ mod tests {
             (
                 "podman:c",
                 "Error: can only create exec sessions on running containers: container state improper\n",
+                201,
+            ),
+            (
+                "podman:c",
+                "Error: OCI runtime error: runc: exec failed: cannot exec in a stopped container\n",
                 201,
             ),
             (

@@ -43,12 +43,36 @@ fn podman(args: &[&str]) -> io::Result<std::process::Output> {
 }
 
 /// Is the container there, and is it running? `None` when it does not exist.
+///
+/// A container whose process was killed behind podman's back (its monitor went with the
+/// process tree that started it) still reads as running; it is removed here, so that it is
+/// made again.
 fn state(name: &str) -> io::Result<Option<bool>> {
-    let out = podman(&["container", "inspect", "-f", "{{.State.Running}}", name])?;
+    let out = podman(&[
+        "container",
+        "inspect",
+        "-f",
+        "{{.State.Running}} {{.State.Pid}}",
+        name,
+    ])?;
     if !out.status.success() {
         return Ok(None);
     }
-    Ok(Some(String::from_utf8_lossy(&out.stdout).trim() == "true"))
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut words = text.split_whitespace();
+    let running = words.next() == Some("true");
+    let pid = words.next().unwrap_or("0");
+    if running && !std::path::Path::new("/proc").join(pid).exists() {
+        let out = podman(&["rm", "-f", "-t", "0", name])?;
+        if !out.status.success() {
+            return Err(io::Error::other(format!(
+                "podman rm -f {name}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        return Ok(None);
+    }
+    Ok(Some(running))
 }
 
 /// Make [`RUNNING_CONTAINER`] run and [`STOPPED_CONTAINER`] exist, stopped. Needs root.

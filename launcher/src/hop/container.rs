@@ -34,6 +34,8 @@ pub(crate) fn failure(
                 Said::Stopped,
             ),
             ("container state improper", Said::Stopped),
+            // runc, when the container's process is gone but the engine still thinks it runs.
+            ("cannot exec in a stopped container", Said::Stopped),
             ("unable to find user", Said::NoUser),
             ("no matching entries in passwd", Said::NoUser),
             ("permission denied", Said::NotAllowed),

@@ -572,6 +572,21 @@ mod tests {
     }
 
     #[test]
+    fn doubles_are_exact_as_values_and_as_dict_keys() {
+        // The shortest text of a double reads back as that double: a key written once reads
+        // back unchanged (found by the dbus_json fuzz target).
+        let args: Value = serde_json::from_str(
+            r#"[{"999999999999999999999999999999999999999990": "K", "-2": "w"}, [9.999999999999999e+41]]"#,
+        )
+        .unwrap();
+        let once = round_trip("a{ds}ad", args);
+        assert_eq!(once, round_trip("a{ds}ad", once.clone()));
+        let key = once[0].as_object().unwrap().keys().find(|k| k.contains('e')).unwrap();
+        assert_eq!(key.parse::<f64>().unwrap(), 1e42);
+        assert_eq!(once[1][0].as_f64().unwrap().to_bits(), 9.999999999999999e41_f64.to_bits());
+    }
+
+    #[test]
     fn every_type_round_trips() {
         let args = json!([
             255, true, -32768, 65535, -2147483648i64, 4294967295u64,
