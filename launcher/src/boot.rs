@@ -230,29 +230,39 @@ async fn stage1_error(
             let tail = child.stderr_tail();
             let ended = child.finish(GRACE).await;
             // The hop's own words name the cause (not allowed, no such user, ...) when they can.
-            door_failure(route, tail, ended)
+            door_failure(route, tail, ended, &noise)
                 .await
                 .unwrap_or_else(|| with_said(ended_early(ended), &noise))
         }
         Stage1Error::Io(_) => {
             let tail = child.stderr_tail();
             let ended = child.finish(GRACE).await;
-            door_failure(route, tail, ended)
+            door_failure(route, tail, ended, "")
                 .await
                 .unwrap_or_else(|| ended_early(ended))
         }
     }
 }
 
-/// The first leg's door hop (sudo, podman, ...) naming its failure in its own words, if it can.
+/// The first leg's door hop (sudo, podman, ...) naming its failure in its own words, if it can:
+/// from its stderr, and from what reached stdout before the loader spoke (`noise`; docker
+/// prints its runtime's errors there).
 async fn door_failure(
     route: &Route,
     tail: Option<crate::stderr::Tail>,
     ended: Ended,
+    noise: &str,
 ) -> Option<LaunchError> {
-    let tail = tail?;
-    tail.finish().await;
-    route.door()?.failure(&tail.text(), ended)
+    let mut said = String::new();
+    if let Some(tail) = tail {
+        tail.finish().await;
+        said = tail.text();
+    }
+    if !noise.trim().is_empty() {
+        said.push('\n');
+        said.push_str(noise);
+    }
+    route.door()?.failure(&said, ended)
 }
 
 /// How long a route that has done its part may take to end by itself before it is ended.

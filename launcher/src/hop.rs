@@ -521,7 +521,7 @@ mod tests {
     #[test]
     fn names_failures_in_the_tools_words() {
         // Messages as the tools print them (sudo 1.9.13, opendoas 6.8, util-linux su, podman 4.3).
-        let cases: [(&str, &str, u8); 10] = [
+        let cases: [(&str, &str, u8); 13] = [
             ("sudo", "sudo: a password is required\n", 202),
             (
                 "sudo",
@@ -554,6 +554,17 @@ mod tests {
                 "podman:c",
                 "Error: no container with name or ID \"c\" found: no such container\n",
                 201,
+            ),
+            (
+                "docker:c",
+                "Error response from daemon: Container 0fa13d40d2ad is not running\n",
+                201,
+            ),
+            ("docker:c", "Error response from daemon: No such container: c\n", 201),
+            (
+                "docker:c:u",
+                "unable to find user u: no matching entries in passwd file\n",
+                213,
             ),
             (
                 "podman:c:u",

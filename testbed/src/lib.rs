@@ -17,7 +17,8 @@
 //! | busybox `ash` login shell | `<base>/bin/ash` (symlink to busybox) |
 //! | Cockpit 337 (bridge, cockpit-ws, cockpit-system), unpacked | `<base>/cockpit-337` |
 //! | test users | `ferry-bash`, `ferry-dash`, `ferry-zsh`, `ferry-fish`, `ferry-tcsh`, `ferry-ash`, `ferry-rohome`, `ferry-noexec`, `ferry-sudoer`, `ferry-tty`, `ferry-pw`, `ferry-limited`, `ferry-cold` |
-//! | podman containers' busybox root | `<base>/container-root` |
+//! | podman and docker containers' busybox root | `<base>/container-root` |
+//! | the test bed's docker daemon: data, log, socket | `<base>/docker`, `<base>/dockerd.log`, `/run/ferry-testbed/docker.sock` |
 //! | sudo and doas rules | `/etc/sudoers.d/ferry-testbed`, `/etc/doas.conf` |
 
 mod cockpit;
@@ -34,8 +35,8 @@ pub use cockpit::{
     COCKPIT_287_BRIDGE, COCKPIT_337_PACKAGES, COCKPIT_337_VERSION, PYTHON3,
 };
 pub use containers::{
-    container_root, ensure_containers, CONTAINER_GROUP, CONTAINER_PASSWD, RUNNING_CONTAINER,
-    STOPPED_CONTAINER,
+    container_root, ensure, ensure_containers, Engine, CONTAINER_GROUP, CONTAINER_PASSWD,
+    DOCKER_HOST, RUNNING_CONTAINER, STOPPED_CONTAINER,
 };
 pub use dbus::{TestBuses, HOSTNAMED, TEST_NAME};
 pub use layout::{

@@ -34,6 +34,9 @@ pub enum Component {
     Doas,
     /// podman with runc, root, and the test containers ([`crate::ensure_containers`]).
     Podman,
+    /// docker (Debian's docker.io), root, the test bed's daemon and its test containers
+    /// ([`crate::ensure`]).
+    Docker,
     /// `dbus-daemon`, `flatpak-session-helper` and `flatpak-spawn` (see [`crate::SessionBus`]).
     FlatpakSpawn,
     /// `dbus-daemon`, Python's Gio bindings (the test service) and `systemd-hostnamed`.
@@ -55,6 +58,7 @@ impl fmt::Display for Component {
             Component::Sudo => f.write_str("sudo with the test bed's rules"),
             Component::Doas => f.write_str("doas with the test bed's rules"),
             Component::Podman => f.write_str("podman and the test containers"),
+            Component::Docker => f.write_str("docker, its daemon and the test containers"),
             Component::FlatpakSpawn => f.write_str("flatpak-spawn and a session bus"),
             Component::DBus => f.write_str("dbus-daemon, python3-gi and systemd-hostnamed"),
         }
@@ -201,6 +205,16 @@ impl Component {
                     return Err(format!("the container root {} is missing", sh.display()));
                 }
                 crate::ensure_containers().map_err(|e| format!("cannot start them: {e}"))
+            }
+            Component::Docker => {
+                executable("/usr/bin/docker")?;
+                executable("/usr/sbin/dockerd")?;
+                root()?;
+                let sh = crate::container_root().join("bin/sh");
+                if !sh.exists() {
+                    return Err(format!("the container root {} is missing", sh.display()));
+                }
+                crate::ensure(crate::Engine::Docker).map_err(|e| format!("cannot start them: {e}"))
             }
             Component::FlatpakSpawn => {
                 executable("/usr/bin/dbus-daemon")?;

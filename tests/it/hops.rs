@@ -206,15 +206,38 @@ fn doas_through_ssh_becomes_root() {
     runs(&["doas:ferry-dash"], &["id", "-un"], "ferry-dash\n");
 }
 
+/// `ENGINE:ferry-running[:USER]` reaches the running container as root, as a user with a home,
+/// as one without, and as a uid the container's passwd does not know (the loader's ladder).
+fn enters_a_running_container(engine: &str, env: &[(&str, &str)]) {
+    let inside = ["sh", "-c", "id -u; grep -c ^nohome: /etc/passwd"];
+    for (user, uid) in [
+        ("", "0"),
+        (":app", "1000"),
+        (":nohome", "1001"),
+        (":4242", "4242"),
+    ] {
+        let mut test = Test::new().arg("run").stderr_lacks("ferry:");
+        for (k, v) in env {
+            test = test.env(k, v);
+        }
+        test.arg(format!("{engine}:ferry-running{user}"))
+            .arg("--")
+            .args(inside)
+            .stdout(&format!("{uid}\n1\n"))
+            .run();
+    }
+}
+
 #[test]
 fn podman_enters_a_running_container_as_any_user() {
     require!(Component::Podman);
-    let inside = ["sh", "-c", "id -u; grep -c ^nohome: /etc/passwd"];
-    runs(&["podman:ferry-running"], &inside, "0\n1\n");
-    runs(&["podman:ferry-running:app"], &inside, "1000\n1\n");
-    // No home, and a uid the container's passwd does not know: the loader's ladder copes.
-    runs(&["podman:ferry-running:nohome"], &inside, "1001\n1\n");
-    runs(&["podman:ferry-running:4242"], &inside, "4242\n1\n");
+    enters_a_running_container("podman", &[]);
+}
+
+#[test]
+fn docker_enters_a_running_container_as_any_user() {
+    require!(Component::Docker);
+    enters_a_running_container("docker", &[("DOCKER_HOST", ferry_testbed::DOCKER_HOST)]);
 }
 
 #[test]
@@ -244,7 +267,15 @@ fn ssh_sudo_podman_reaches_a_container_as_root() {
 /// `ferry run HOPS -- true` fails with `status` and one error line quoting `words`; `ferry
 /// connect HOPS` reports `problem` in an `init`.
 fn fails(hops: &[&str], status: i32, problem: &str, words: &[&str]) {
-    let with_ssh = |test: Test| {
+    fails_in(&[], hops, status, problem, words);
+}
+
+/// [`fails`], with these environment variables set for ferry.
+fn fails_in(env: &[(&str, &str)], hops: &[&str], status: i32, problem: &str, words: &[&str]) {
+    let with_ssh = |mut test: Test| {
+        for (k, v) in env {
+            test = test.env(k, v);
+        }
         if hops.iter().any(|h| h.starts_with("ssh:")) {
             test.ssh_config()
         } else {
@@ -341,27 +372,43 @@ fn doas_not_permitted_fails_212() {
     );
 }
 
-#[test]
-fn container_failures_are_named() {
-    require!(Component::Podman);
-    fails(
-        &["podman:ferry-stopped"],
+/// A stopped container, a missing one and a missing user fail with their own status and the
+/// engine's own words; `stopped` is what the engine says of a stopped container.
+fn container_failures_are_named_by(engine: &str, env: &[(&str, &str)], stopped: &str) {
+    fails_in(
+        env,
+        &[&format!("{engine}:ferry-stopped")],
         201,
         "no-host",
-        &["not running", "podman start ferry-stopped"],
+        &[stopped, &format!("{engine} start ferry-stopped")],
     );
-    fails(
-        &["podman:ferry-no-such-container"],
+    fails_in(
+        env,
+        &[&format!("{engine}:ferry-no-such-container")],
         201,
         "unknown-host",
         &["no such container"],
     );
-    fails(
-        &["podman:ferry-running:ferry-no-such-user"],
+    fails_in(
+        env,
+        &[&format!("{engine}:ferry-running:ferry-no-such-user")],
         213,
         "not-found",
         &["unable to find user"],
     );
+}
+
+#[test]
+fn container_failures_are_named() {
+    require!(Component::Podman);
+    container_failures_are_named_by("podman", &[], "not running");
+}
+
+#[test]
+fn docker_container_failures_are_named() {
+    require!(Component::Docker);
+    let env = [("DOCKER_HOST", ferry_testbed::DOCKER_HOST)];
+    container_failures_are_named_by("docker", &env, "is not running");
 }
 
 #[test]

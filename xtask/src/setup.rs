@@ -33,10 +33,12 @@ const PACKAGES: &[&str] = &[
     "cockpit-bridge",
     "cockpit-ws",
     "cockpit-system",
-    // Hops: doas, containers (runc: crun cannot run here), flatpak-spawn on a session bus.
+    // Hops: doas, containers (runc: crun cannot run here; docker.io brings dockerd and
+    // containerd), flatpak-spawn on a session bus.
     "opendoas",
     "podman",
     "runc",
+    "docker.io",
     "flatpak",
     "flatpak-xdg-utils",
     "dbus",
