@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use ferry_launcher::prompt::Answerer;
 use ferry_launcher::{BootOptions, Hop, LaunchError, Route, Stats};
 use ferry_protocol::control;
 use tokio::signal::unix::{signal, SignalKind};
@@ -68,6 +69,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Run by ssh as its askpass program (see the prompt relay).
+    if ferry_launcher::prompt::is_askpass() {
+        return ExitCode::from(ferry_launcher::prompt::askpass_main());
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {
@@ -115,11 +120,22 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
         progress: true,
         timeout: std::time::Duration::from_secs(cli.connect_timeout),
         meter: Default::default(),
+        prompts: Answerer::Nobody,
     };
     let (route, command) = match cli.command {
         Command::Payloads { unpack } => return payloads_command(unpack),
         Command::Run { hops, command } => (Route::new(hops), Some(command)),
         Command::Connect { hops } => (Route::new(hops), None),
+    };
+    // `run` asks on the user's terminal; `connect` speaks the protocol on its stdin and stdout,
+    // and answers nothing yet.
+    let opts = BootOptions {
+        prompts: if command.is_some() {
+            Answerer::for_this_process()
+        } else {
+            Answerer::Nobody
+        },
+        ..opts
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

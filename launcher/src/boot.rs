@@ -26,6 +26,8 @@ pub struct BootOptions {
     pub timeout: Duration,
     /// Where the run's costs are counted, for `--stats` on any exit.
     pub meter: Arc<Meter>,
+    /// Who answers what ssh asks (a password, an unknown host key): see [`crate::prompt`].
+    pub prompts: crate::prompt::Answerer,
 }
 
 impl Default for BootOptions {
@@ -35,6 +37,7 @@ impl Default for BootOptions {
             progress: false,
             timeout: ferry_stage1::DEFAULT_TIMEOUT,
             meter: Arc::default(),
+            prompts: crate::prompt::Answerer::Nobody,
         }
     }
 }
@@ -117,20 +120,13 @@ async fn boot_first(
         .map_err(|e| LaunchError::BadRoute(e.to_string()))?;
     // A local door hop (sudo, podman, ...) explains its failures on stderr: keep its words.
     let keep_stderr = route.door().is_some_and(|d| !matches!(d, Hop::Ssh { .. }));
-    let started = Transport::start(launch, opts.ssh_config.as_deref(), keep_stderr);
+    // Bounded inside: an ssh connection by `opts.timeout`, not counting the time a person takes
+    // to answer a prompt.
     let Transport {
         stdin,
         stdout,
         child,
-    } = tokio::time::timeout(opts.timeout, started)
-        .await
-        .map_err(|_| LaunchError::Timeout {
-            what: format!(
-                "could not connect within {} s (--connect-timeout)",
-                opts.timeout.as_secs()
-            ),
-            said: String::new(),
-        })??;
+    } = Transport::start(launch, opts, keep_stderr).await?;
     let meter = opts.meter.clone();
     let mut writer: Pin<Box<dyn AsyncWrite + Send>> = Box::pin(Counting {
         inner: stdin,

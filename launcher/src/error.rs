@@ -8,8 +8,10 @@ pub enum LaunchError {
     UnknownHost { host: String, detail: String },
     #[error("{host}: cannot connect ({detail}); is the machine up and sshd listening?")]
     Unreachable { host: String, detail: String },
-    #[error("{host}: authentication failed ({detail}); check your key or agent (ferry never asks for a password)")]
+    #[error("{host}: authentication failed ({detail}); check your key, agent or password")]
     AuthenticationFailed { host: String, detail: String },
+    #[error("{host}: ssh asked \"{prompt}\" and there is no terminal to answer it; run ferry on a terminal, or use a key or an agent")]
+    PromptUnanswered { host: String, prompt: String },
     #[error("{host}: host key is not known; connect once with `{ssh}` to check and accept it")]
     UnknownHostKey { host: String, ssh: String },
     #[error("{host}: HOST KEY HAS CHANGED; if that is expected, remove the old key with `ssh-keygen -R {host}`")]
@@ -70,7 +72,9 @@ impl LaunchError {
             | LaunchError::Unreachable { .. }
             | LaunchError::NoContainer { .. }
             | LaunchError::ContainerStopped { .. } => 201,
-            LaunchError::AuthenticationFailed { .. } | LaunchError::PasswordRequired { .. } => 202,
+            LaunchError::AuthenticationFailed { .. }
+            | LaunchError::PasswordRequired { .. }
+            | LaunchError::PromptUnanswered { .. } => 202,
             LaunchError::UnknownHostKey { .. } | LaunchError::InvalidHostKey { .. } => 203,
             LaunchError::UnsupportedArch { .. } => 204,
             LaunchError::NoDirectory { .. } | LaunchError::NoSpace { .. } => 205,
@@ -95,9 +99,9 @@ impl LaunchError {
             LaunchError::Unreachable { .. } | LaunchError::ContainerStopped { .. } => {
                 problem::NO_HOST
             }
-            LaunchError::AuthenticationFailed { .. } | LaunchError::PasswordRequired { .. } => {
-                problem::AUTHENTICATION_FAILED
-            }
+            LaunchError::AuthenticationFailed { .. }
+            | LaunchError::PasswordRequired { .. }
+            | LaunchError::PromptUnanswered { .. } => problem::AUTHENTICATION_FAILED,
             LaunchError::HopDenied { .. } => problem::ACCESS_DENIED,
             LaunchError::NoSuchUser { .. } => problem::NOT_FOUND,
             LaunchError::UnknownHostKey { .. } => problem::UNKNOWN_HOSTKEY,

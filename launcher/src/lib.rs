@@ -17,6 +17,7 @@ mod error;
 mod hop;
 mod images;
 pub mod login_shell;
+pub mod prompt;
 pub mod ssh;
 pub mod stderr;
 pub mod transport;

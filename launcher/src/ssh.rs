@@ -2,9 +2,12 @@
 //! and the route's command run through it.
 //!
 //! - The user's ssh configuration applies as it is (host key policy, known hosts, ProxyJump,
-//!   agents): ferry adds only `BatchMode=yes` (it never asks a question) and what makes its own
-//!   command run as given, with no terminal: `-T`, `RequestTTY=no`, `RemoteCommand=none`
-//!   ([`SESSION_OPTIONS`]). `--ssh-config FILE` reaches every ssh ferry starts here.
+//!   agents). What ssh asks while the master connects (passwords, an unknown host key) goes
+//!   through ferry's [prompt relay](crate::prompt), with one password attempt
+//!   (`NumberOfPasswordPrompts=1`); the sessions over the master ask nothing (`BatchMode=yes`).
+//!   ferry also adds what makes its own command run as given, with no terminal: `-T`,
+//!   `RequestTTY=no`, `RemoteCommand=none` ([`SESSION_OPTIONS`]). `--ssh-config FILE` reaches
+//!   every ssh ferry starts here.
 //! - The master runs in the foreground as ferry's child (`ControlPersist=no`, never `-f`), in a
 //!   private control directory (mode 0700). It ends with ferry: [`Master`]'s drop kills it and
 //!   removes the directory, and it gets SIGTERM if ferry itself is killed (`PR_SET_PDEATHSIG`).
@@ -15,6 +18,9 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
+use crate::prompt::{Answerer, Relay};
 use crate::LaunchError;
 
 /// Options that make an ssh run the given command exactly, without a terminal, whatever the
@@ -72,10 +78,21 @@ pub struct Master {
 
 impl Master {
     /// Connect, and return once the master accepts sessions. `suggest` is the ssh command a user
-    /// would type to reach the host (for the error messages).
-    pub async fn connect(dest: Destination, suggest: &str) -> Result<Master, LaunchError> {
+    /// would type to reach the host (for the error messages). What ssh asks on the way goes to
+    /// `answerer` through the [prompt relay](crate::prompt). The connection must be up within
+    /// `timeout`, not counting the time a person takes to answer.
+    pub async fn connect(
+        dest: Destination,
+        suggest: &str,
+        answerer: Answerer,
+        timeout: Duration,
+    ) -> Result<Master, LaunchError> {
         let dir = control_dir().map_err(|e| {
             LaunchError::Internal(format!("cannot create a directory for the ssh master: {e}"))
+        })?;
+        let relay = Relay::start(&dir, answerer).map_err(|e| {
+            let _ = std::fs::remove_dir_all(&dir);
+            LaunchError::Internal(format!("cannot start the prompt relay: {e}"))
         })?;
         let log = dir.join("log");
         let mut command = tokio::process::Command::new("ssh");
@@ -86,11 +103,13 @@ impl Master {
             .arg(dir.join("m"))
             .arg("-E")
             .arg(&log)
-            .args(["-o", "ControlPersist=no", "-o", "BatchMode=yes"])
+            .args(["-o", "ControlPersist=no"])
+            .args(["-o", "NumberOfPasswordPrompts=1"])
             .args(SESSION_OPTIONS)
             .args(&dest.args)
             .arg("--")
             .arg(&dest.host)
+            .envs(relay.env())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -107,14 +126,36 @@ impl Master {
         };
         let mut master = Master { child, dir, dest };
         let socket = master.socket();
+        let mut deadline = Instant::now() + timeout;
+        let mut last = Instant::now();
         loop {
             if let Some(status) = master.child.try_wait().ok().flatten() {
                 let text = std::fs::read_to_string(&log).unwrap_or_default();
                 tracing::debug!(%status, %text, "ssh master failed");
+                if let Some(prompt) = relay.declined() {
+                    return Err(LaunchError::PromptUnanswered {
+                        host: master.dest.host.clone(),
+                        prompt,
+                    });
+                }
                 return Err(LaunchError::from_ssh(&master.dest.host, suggest, &text));
             }
             if socket.exists() {
                 return Ok(master);
+            }
+            let now = Instant::now();
+            if relay.asking() {
+                deadline += now - last;
+            }
+            last = now;
+            if now > deadline {
+                return Err(LaunchError::Timeout {
+                    what: format!(
+                        "could not connect within {} s (--connect-timeout)",
+                        timeout.as_secs()
+                    ),
+                    said: String::new(),
+                });
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }

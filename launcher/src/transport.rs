@@ -43,14 +43,17 @@ impl Transport {
     ///
     /// With `keep_stderr`, a local first process's stderr is passed on through a pipe and its
     /// last bytes are kept, so that a hop's own words can name its failure.
+    ///
+    /// An ssh connection must be up within `opts.timeout`, not counting the time a person
+    /// takes to answer a prompt.
     pub async fn start(
         launch: Launch,
-        ssh_config: Option<&str>,
+        opts: &crate::BootOptions,
         keep_stderr: bool,
     ) -> Result<Transport, LaunchError> {
         match launch {
             Launch::Command(argv) => start_local(argv, keep_stderr),
-            Launch::Ssh { hop, command_line } => start_ssh(&hop, &command_line, ssh_config).await,
+            Launch::Ssh { hop, command_line } => start_ssh(&hop, &command_line, opts).await,
         }
     }
 }
@@ -176,7 +179,7 @@ fn spawn(
 async fn start_ssh(
     hop: &Hop,
     command_line: &str,
-    ssh_config: Option<&str>,
+    opts: &crate::BootOptions,
 ) -> Result<Transport, LaunchError> {
     let Hop::Ssh { user, host, port } = hop else {
         return Err(LaunchError::Internal("not an ssh hop".into()));
@@ -188,8 +191,10 @@ async fn start_ssh(
     };
     tracing::debug!(%hop, "connecting with OpenSSH");
     let master = Master::connect(
-        Destination::new(host, user.as_deref(), *port, ssh_config),
+        Destination::new(host, user.as_deref(), *port, opts.ssh_config.as_deref()),
         &suggest,
+        opts.prompts,
+        opts.timeout,
     )
     .await?;
     let command = master.command(command_line);

@@ -6,6 +6,10 @@
 //! - `ferry-limited` may become `ferry-bash` through sudo (no password asked), and nobody else;
 //! - every other test user is in no rule (sudo: "not in the sudoers file").
 
+/// `ferry-pw`'s password (a test fixture: `cargo xtask setup` sets it through `chpasswd`'s
+/// stdin). sudo asks for it, and the test bed's sshd takes it for `ferry-pw` alone.
+pub const PASSWORD: &str = "ferry-Pw-4921";
+
 /// The sudoers drop-in (mode 0440).
 pub const SUDOERS_FILE: &str = "/etc/sudoers.d/ferry-testbed";
 

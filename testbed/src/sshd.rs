@@ -257,6 +257,16 @@ impl Sshd {
         );
         // Nothing listens on port 1 of the loopback: the connection is refused.
         host("closed", &bash, 1, "client_key", "known_hosts");
+        // A password login, with no key: ssh asks, through ferry's prompt relay.
+        let _ = write!(
+            cfg,
+            "\nHost password\n  User {}\n  HostName 127.0.0.1\n  Port {}\n  \
+             UserKnownHostsFile {}\n  PubkeyAuthentication no\n  PasswordAuthentication yes\n  \
+             BatchMode no\n",
+            layout::user("pw").name(),
+            self.port,
+            d.join("known_hosts").display()
+        );
         cfg.push_str(&format!(
             "\nHost *\n  HostKeyAlias {HOST_KEY_ALIAS}\n  GlobalKnownHostsFile /dev/null\n  \
              StrictHostKeyChecking yes\n  CheckHostIP no\n  UpdateHostKeys no\n  BatchMode yes\n  \
@@ -343,7 +353,9 @@ fn write_server_config(dir: &Path, port: u16, extra: &str) -> Result<(), SshdErr
          X11Forwarding no\n\
          AllowAgentForwarding no\n\
          LogLevel VERBOSE\n\
-         {extra}\n",
+         {extra}\n\
+         Match User {pw}\n  PasswordAuthentication yes\n",
+        pw = crate::layout::user("pw").name(),
         dir = dir.display(),
         prefix = layout::USER_PREFIX,
     );

@@ -221,8 +221,18 @@ impl Test {
             .args(&self.args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
+            .stderr(Stdio::piped());
+        // A session of its own: a process group to signal, and no controlling terminal, so
+        // that ferry never asks on the terminal of whoever runs the tests.
+        // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         if let Some(path) = &cache_path {
             command.env("XDG_CACHE_HOME", path);
         }

@@ -223,7 +223,7 @@ fn enters_a_running_container(engine: &str, env: &[(&str, &str)]) {
         test.arg(format!("{engine}:ferry-running{user}"))
             .arg("--")
             .args(inside)
-            .stdout(&format!("{uid}\n1\n"))
+            .stdout(format!("{uid}\n1\n"))
             .run();
     }
 }

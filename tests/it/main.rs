@@ -9,5 +9,6 @@ mod hop_words;
 mod hops;
 mod lifecycle;
 mod loader;
+mod prompts;
 mod shipped;
 mod ssh_config;

@@ -7,6 +7,7 @@
 //! unless `FERRY_TESTBED_DIR` says otherwise).
 
 use std::fs;
+use std::io::Write as _;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -101,6 +102,7 @@ pub fn ensure() -> Result<usize> {
     setup.ash_shell()?;
     setup.users()?;
     setup.privilege_rules()?;
+    setup.password()?;
     setup.container_root()?;
     for m in &setup.missing {
         eprintln!("setup: MISSING {}\n         get it with: {}", m.what, m.how);
@@ -568,6 +570,53 @@ impl Setup {
 
 impl Setup {
     /// The sudoers drop-in and doas.conf of the hop tests (see `ferry_testbed::sudoers`).
+    /// `ferry-pw`'s password ([`ferry_testbed::PASSWORD`]), given to `chpasswd` on its stdin
+    /// and checked with Python's `crypt` (on stdin too) so that it is set only once.
+    fn password(&mut self) -> Result<()> {
+        let name = ferry_testbed::user("pw").name();
+        let hash = fs::read_to_string("/etc/shadow")
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.split(':').map(str::to_owned).collect::<Vec<_>>())
+            .find(|f| f.first() == Some(&name))
+            .and_then(|f| f.get(1).cloned())
+            .unwrap_or_default();
+        if hash.starts_with('$') {
+            let check = "import crypt, sys; h = sys.argv[1]; \
+                         sys.exit(crypt.crypt(sys.stdin.read(), h) != h)";
+            let mut python = Command::new("python3")
+                .args(["-W", "ignore", "-c", check, &hash])
+                .stdin(std::process::Stdio::piped())
+                .spawn()?;
+            python
+                .stdin
+                .take()
+                .context("python3's stdin")?
+                .write_all(ferry_testbed::PASSWORD.as_bytes())?;
+            if python.wait()?.success() {
+                return Ok(());
+            }
+        }
+        if !self.root {
+            self.missing(
+                format!("the password of {name}"),
+                "`cargo xtask setup` as root",
+            );
+            return Ok(());
+        }
+        println!("setup: setting the password of {name}");
+        let mut chpasswd = Command::new("chpasswd")
+            .stdin(std::process::Stdio::piped())
+            .spawn()?;
+        chpasswd
+            .stdin
+            .take()
+            .context("chpasswd's stdin")?
+            .write_all(format!("{name}:{}\n", ferry_testbed::PASSWORD).as_bytes())?;
+        anyhow::ensure!(chpasswd.wait()?.success(), "chpasswd failed");
+        Ok(())
+    }
+
     fn privilege_rules(&mut self) -> Result<()> {
         for (path, content, mode) in [
             (ferry_testbed::SUDOERS_FILE, ferry_testbed::sudoers(), 0o440),
