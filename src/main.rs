@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use ferry_launcher::prompt::Answerer;
+use ferry_launcher::prompt::{Answerer, Conversation};
 use ferry_launcher::{BootOptions, Hop, LaunchError, Route, Stats};
 use ferry_protocol::control;
 use tokio::signal::unix::{signal, SignalKind};
@@ -127,13 +127,13 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
         Command::Run { hops, command } => (Route::new(hops), Some(command)),
         Command::Connect { hops } => (Route::new(hops), None),
     };
-    // `run` asks on the user's terminal; `connect` speaks the protocol on its stdin and stdout,
-    // and answers nothing yet.
+    // `run` asks on the user's terminal; `connect` asks its client, in the protocol.
+    let conversation = std::sync::Arc::new(Conversation::default());
     let opts = BootOptions {
         prompts: if command.is_some() {
             Answerer::for_this_process()
         } else {
-            Answerer::Nobody
+            Answerer::Conversation(conversation.clone())
         },
         ..opts
     };
@@ -147,7 +147,10 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
             let session = ferry_launcher::boot(&route, &payloads::images(), &opts).await?;
             match &command {
                 Some(command) => ferry_launcher::run(session, command).await,
-                None => ferry_launcher::connect(session).await,
+                None => {
+                    let pending = conversation.take_pending().await;
+                    ferry_launcher::connect(session, pending).await
+                }
             }
         };
         // Dropping `work` ends the route: its processes and the ssh master are killed, and the

@@ -181,8 +181,10 @@ fn exit_code(close: &Message, command: &[String]) -> i32 {
 
 /// Hand the bridge's protocol stream to our stdin and stdout until either side ends.
 ///
-/// Nothing is read from our stdin until the bridge has spoken (the handshake is lockstep).
-pub async fn connect(session: Session) -> Result<(i32, Stats), LaunchError> {
+/// Nothing is read from our stdin until the bridge has spoken (the handshake is lockstep),
+/// except by the prompt relay while ssh connects: `pending` is what it read that was not an
+/// answer, and it reaches the bridge first.
+pub async fn connect(session: Session, pending: Vec<u8>) -> Result<(i32, Stats), LaunchError> {
     let Session {
         mut writer,
         mut reader,
@@ -198,6 +200,9 @@ pub async fn connect(session: Session) -> Result<(i32, Stats), LaunchError> {
         return Err(ended_early(child.finish(GRACE).await));
     }
     let upstream = tokio::spawn(async move {
+        if writer.write_all(&pending).await.is_err() {
+            return;
+        }
         let mut stdin = tokio::io::stdin();
         let _ = tokio::io::copy(&mut stdin, &mut writer).await;
         let _ = writer.shutdown().await;

@@ -10,7 +10,7 @@ pub enum LaunchError {
     Unreachable { host: String, detail: String },
     #[error("{host}: authentication failed ({detail}); check your key, agent or password")]
     AuthenticationFailed { host: String, detail: String },
-    #[error("{host}: ssh asked \"{prompt}\" and there is no terminal to answer it; run ferry on a terminal, or use a key or an agent")]
+    #[error("{host}: ssh asked \"{prompt}\" and nobody answered (no terminal, or the client declined); run ferry on a terminal, or use a key or an agent")]
     PromptUnanswered { host: String, prompt: String },
     #[error("{host}: host key is not known; connect once with `{ssh}` to check and accept it")]
     UnknownHostKey { host: String, ssh: String },

@@ -11,8 +11,9 @@
 //! as a cancelled prompt.
 //!
 //! The relay ([`Relay`]) answers from the user's terminal (`/dev/tty`: the prompt is printed
-//! as ssh gave it, and a password is read without echo), or, with no terminal, declines at
-//! once and keeps the prompt so that the error can quote it (status 202). ssh is asked for one
+//! as ssh gave it, and a password is read without echo), from the client of `ferry connect`
+//! ([`Conversation`]: an `authorize` message), or, with nobody to ask, declines at once and
+//! keeps the prompt so that the error can quote it (status 202). ssh is asked for one
 //! password attempt only (`NumberOfPasswordPrompts=1`): a wrong password ends the connection
 //! instead of locking the account after a storm of retries.
 
@@ -32,10 +33,12 @@ pub const ASKPASS_NAME: &str = "ferry-askpass";
 pub const SOCKET_ENV: &str = "FERRY_ASKPASS_SOCKET";
 
 /// How the relay answers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum Answerer {
     /// Ask on the controlling terminal.
     Terminal,
+    /// Ask the client of `ferry connect` with an `authorize` message (see [`Conversation`]).
+    Conversation(Arc<Conversation>),
     /// Nobody can answer: decline every prompt, and remember it for the error.
     Nobody,
 }
@@ -52,6 +55,120 @@ impl Answerer {
             Err(_) => Answerer::Nobody,
         }
     }
+}
+
+/// Prompts asked of the client of `ferry connect` (cockpit-ws, or any front end) before the
+/// bridge runs, in the form Cockpit's login page answers (Cockpit 337's `beiboot.py`): an
+/// `authorize` control message with `cookie`, `challenge` `X-Conversation ID BASE64(PROMPT)`,
+/// `prompt`, `hint` and `echo`, plus, for an unknown host key, `host-key` (`HOST TYPE
+/// login-data`) and the fingerprint as `default`; the answer is an `authorize` with the same
+/// `cookie` and `response` `X-Conversation ID BASE64(ANSWER)`. Anything else the client sends
+/// meanwhile is kept, in order, for the bridge ([`Conversation::take_pending`]).
+#[derive(Debug, Default)]
+pub struct Conversation {
+    state: tokio::sync::Mutex<ConversationState>,
+}
+
+#[derive(Debug, Default)]
+struct ConversationState {
+    /// Bytes read from stdin and not yet decoded.
+    unread: bytes::BytesMut,
+    /// Frames read from stdin that were not answers, encoded again, for the bridge.
+    pending: Vec<u8>,
+    ended: bool,
+    next: u64,
+}
+
+impl Conversation {
+    /// Everything the client sent that was not an answer (complete frames, then any partial
+    /// one), for the bridge: it must be written before the rest of stdin.
+    pub async fn take_pending(&self) -> Vec<u8> {
+        let mut state = self.state.lock().await;
+        let mut out = std::mem::take(&mut state.pending);
+        out.extend_from_slice(&std::mem::take(&mut state.unread));
+        out
+    }
+
+    /// Ask the client; `None` when it declines (a `problem`, a response of another form) or
+    /// its input ends.
+    async fn ask(&self, prompt: &str, hint: &str) -> Option<String> {
+        use base64::Engine as _;
+        use ferry_protocol::control::Message;
+        use ferry_protocol::{Frame, FrameCodec};
+        use tokio_util::codec::{Decoder, Encoder};
+
+        let mut state = self.state.lock().await;
+        state.next += 1;
+        let cookie = format!("ferry-askpass-{}", state.next);
+        let id = format!("{}-{}", std::process::id(), state.next);
+        let prefix = format!("X-Conversation {id}");
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut msg = Message::new("authorize")
+            .with("cookie", cookie.as_str())
+            .with("challenge", format!("{prefix} {}", b64.encode(prompt)))
+            .with("prompt", prompt)
+            .with("hint", hint)
+            .with("echo", echoes(prompt, hint));
+        if let Some((host, key_type, fingerprint)) = host_key_question(prompt) {
+            msg = msg
+                .with("host-key", format!("{host} {key_type} login-data"))
+                .with("default", fingerprint);
+        }
+        let mut stdout = tokio::io::stdout();
+        let frame = msg.into_frame().to_bytes();
+        if stdout.write_all(&frame).await.is_err() || stdout.flush().await.is_err() {
+            return None;
+        }
+        let mut codec = FrameCodec::new();
+        let mut stdin = tokio::io::stdin();
+        loop {
+            while let Ok(Some(frame)) = codec.decode(&mut state.unread) {
+                let answer = frame
+                    .is_control()
+                    .then(|| frame.parse_control().ok())
+                    .flatten()
+                    .filter(|m| m.command == "authorize" && m.str("cookie") == Some(&cookie));
+                if let Some(answer) = answer {
+                    let response = answer.str("response")?;
+                    let encoded = response.strip_prefix(&prefix)?.trim();
+                    let bytes = b64.decode(encoded).ok()?;
+                    return String::from_utf8(bytes).ok();
+                }
+                let mut again = bytes::BytesMut::new();
+                let _ = codec.encode(&frame as &Frame, &mut again);
+                state.pending.extend_from_slice(&again);
+            }
+            if state.ended {
+                return None;
+            }
+            let mut buf = vec![0u8; 64 * 1024];
+            match stdin.read(&mut buf).await {
+                Ok(0) | Err(_) => state.ended = true,
+                Ok(n) => state.unread.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+}
+
+/// The host, key type and fingerprint of ssh's question about an unknown host key
+/// ("The authenticity of host 'HOST (ADDR)' can't be established.\nTYPE key fingerprint is
+/// FP.").
+fn host_key_question(prompt: &str) -> Option<(String, String, String)> {
+    let host = prompt
+        .split_once("authenticity of host '")?
+        .1
+        .split([' ', '\''])
+        .next()?
+        .to_owned();
+    let line = prompt
+        .lines()
+        .find(|l| l.contains(" key fingerprint is "))?;
+    let (key_type, fingerprint) = line.split_once(" key fingerprint is ")?;
+    Some((
+        host,
+        key_type.trim().to_owned(),
+        fingerprint.trim().trim_end_matches('.').to_owned(),
+    ))
 }
 
 /// A relay listening in `dir` for the askpass program; it stops when dropped.
@@ -86,8 +203,14 @@ impl Relay {
                 let request = String::from_utf8_lossy(&request).into_owned();
                 let (hint, prompt) = request.split_once('\0').unwrap_or(("", &request));
                 let (hint, prompt) = (hint.to_owned(), prompt.to_owned());
-                let answer = match answerer {
+                let answer = match &answerer {
                     Answerer::Nobody => None,
+                    Answerer::Conversation(conversation) => {
+                        waiting.store(true, Ordering::Relaxed);
+                        let answer = conversation.ask(&prompt, &hint).await;
+                        waiting.store(false, Ordering::Relaxed);
+                        answer
+                    }
                     Answerer::Terminal => {
                         let p = prompt.clone();
                         waiting.store(true, Ordering::Relaxed);
@@ -261,6 +384,19 @@ pub fn is_askpass() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_key_questions_are_recognised() {
+        let prompt = "The authenticity of host 'web1 (192.0.2.7)' can't be established.\n\
+                      ED25519 key fingerprint is SHA256:abcDEF123.\n\
+                      This key is not known by any other names.\n\
+                      Are you sure you want to continue connecting (yes/no/[fingerprint])? ";
+        assert_eq!(
+            host_key_question(prompt),
+            Some(("web1".into(), "ED25519".into(), "SHA256:abcDEF123".into()))
+        );
+        assert_eq!(host_key_question("web1's password: "), None);
+    }
 
     #[test]
     fn yes_no_questions_echo_and_passwords_do_not() {

@@ -193,7 +193,7 @@ async fn start_ssh(
     let master = Master::connect(
         Destination::new(host, user.as_deref(), *port, opts.ssh_config.as_deref()),
         &suggest,
-        opts.prompts,
+        opts.prompts.clone(),
         opts.timeout,
     )
     .await?;

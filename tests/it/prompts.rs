@@ -38,16 +38,19 @@ fn a_password_prompt_without_a_terminal_fails_202_quoting_it() {
         .args(["run", "ssh:password", "--", "true"])
         .status(202)
         .stderr_contains("password:")
-        .stderr_contains("no terminal")
+        .stderr_contains("nobody answered (no terminal")
         .run();
     crate::bootstrap::assert_one_error_line(&output, &["ssh asked"]);
+    // `connect` asks its client; a client whose input ends declines.
     let output = Test::new()
         .ssh_config()
         .args(["connect", "ssh:password"])
         .status(202)
         .run();
-    if output.init()["problem"] != "authentication-failed" {
-        output.fail("expected an init with problem authentication-failed");
+    let messages = output.control_messages();
+    let commands: Vec<_> = messages.iter().map(|m| m["command"].clone()).collect();
+    if commands != ["authorize", "init"] || messages[1]["problem"] != "authentication-failed" {
+        output.fail("expected an authorize, then an init with problem authentication-failed");
     }
     // Nothing was tried: no password was sent.
     assert_eq!(failed_passwords(), before, "{}", Sshd::shared().log());
@@ -169,6 +172,99 @@ fn a_wrong_password_is_tried_once_and_fails_202() {
         "asked more than once: {shown}"
     );
     // sshd may log the failure just after the connection ends.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while failed_passwords() == before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(failed_passwords() - before, 1, "{}", Sshd::shared().log());
+}
+
+/// The `X-Conversation ID` prefix and the prompt of an `authorize` challenge.
+fn conversation_challenge(message: &serde_json::Value) -> (String, String) {
+    use base64::Engine as _;
+    assert_eq!(message["command"], "authorize", "{message}");
+    let challenge = message["challenge"].as_str().expect("a challenge");
+    let mut words = challenge.split(' ');
+    assert_eq!(words.next(), Some("X-Conversation"), "{message}");
+    let id = words.next().expect("an id");
+    let prompt = base64::engine::general_purpose::STANDARD
+        .decode(words.next().expect("a prompt"))
+        .expect("base64");
+    let prompt = String::from_utf8(prompt).unwrap();
+    assert_eq!(message["prompt"], prompt.as_str(), "{message}");
+    assert_eq!(message["echo"], false, "{message}");
+    (format!("X-Conversation {id}"), prompt)
+}
+
+fn answer(prefix: &str, cookie: &serde_json::Value, answer: &str) -> serde_json::Value {
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(answer);
+    serde_json::json!({
+        "command": "authorize",
+        "cookie": cookie,
+        "response": format!("{prefix} {encoded}"),
+    })
+}
+
+#[test]
+fn connect_asks_its_client_in_the_form_cockpit_answers() {
+    require!(Component::Sshd);
+    require!(Component::User("pw"));
+    let _one = one_at_a_time();
+    let before = failed_passwords();
+    let mut ferry = Test::new()
+        .ssh_config()
+        .args(["connect", "ssh:password"])
+        .spawn();
+    let (_, authorize) = ferry.recv_control();
+    let (prefix, prompt) = conversation_challenge(&authorize);
+    assert!(prompt.ends_with("password: "), "{prompt}");
+    // What the client sends before it answers reaches the bridge after the answer: here its
+    // own `init`, then a ping.
+    ferry.send_control(&serde_json::json!({"command": "init", "version": 1, "host": "localhost"}));
+    ferry.send_control(&serde_json::json!({"command": "ping"}));
+    ferry.send_control(&answer(&prefix, &authorize["cookie"], PASSWORD));
+    let (_, init) = ferry.recv_control();
+    assert_eq!(init["command"], "init", "{init}");
+    assert!(init.get("problem").is_none(), "{init}");
+    let (_, pong) = ferry.recv_control();
+    assert_eq!(pong["command"], "pong", "{pong}");
+    ferry.send_control(&serde_json::json!({
+        "command": "open", "channel": "1", "payload": "stream", "spawn": ["id", "-un"],
+    }));
+    let mut out = Vec::new();
+    loop {
+        let (channel, payload) = ferry.recv();
+        if channel == "1" {
+            out.extend(payload);
+        } else if serde_json::from_slice::<serde_json::Value>(&payload).unwrap()["command"]
+            == "close"
+        {
+            break;
+        }
+    }
+    assert_eq!(String::from_utf8_lossy(&out), "ferry-pw\n");
+    ferry.finish();
+    assert_eq!(failed_passwords(), before);
+}
+
+#[test]
+fn connect_with_a_wrong_answer_fails_authentication_once() {
+    require!(Component::Sshd);
+    require!(Component::User("pw"));
+    let _one = one_at_a_time();
+    let before = failed_passwords();
+    let mut ferry = Test::new()
+        .ssh_config()
+        .args(["connect", "ssh:password"])
+        .status(202)
+        .spawn();
+    let (_, authorize) = ferry.recv_control();
+    let (prefix, _) = conversation_challenge(&authorize);
+    ferry.send_control(&answer(&prefix, &authorize["cookie"], "not-the-password"));
+    let (_, init) = ferry.recv_control();
+    assert_eq!(init["problem"], "authentication-failed", "{init}");
+    ferry.finish();
     let deadline = Instant::now() + Duration::from_secs(5);
     while failed_passwords() == before && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
