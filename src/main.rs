@@ -60,6 +60,14 @@ enum Command {
         #[arg(required = true, value_name = "HOP")]
         hops: Vec<Hop>,
     },
+    /// cockpit-ws's login command (`[Ssh-Login] Command = ferry cockpit-ssh`): take the login
+    /// page's credentials, reach DESTINATION over ssh, and speak the Cockpit protocol.
+    #[command(name = "cockpit-ssh")]
+    CockpitSsh {
+        /// `[USER@]HOST[:PORT]`, as cockpit-ws appends it.
+        #[arg(value_name = "DESTINATION", allow_hyphen_values = true)]
+        destination: String,
+    },
     /// List the embedded bridge images.
     Payloads {
         /// Write each raw image to DIR/<arch>.
@@ -121,11 +129,17 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
         timeout: std::time::Duration::from_secs(cli.connect_timeout),
         meter: Default::default(),
         prompts: Answerer::Nobody,
+        ssh_options: Vec::new(),
     };
+    let mut login_destination = None;
     let (route, command) = match cli.command {
         Command::Payloads { unpack } => return payloads_command(unpack),
         Command::Run { hops, command } => (Route::new(hops), Some(command)),
         Command::Connect { hops } => (Route::new(hops), None),
+        Command::CockpitSsh { destination } => {
+            login_destination = Some(destination);
+            (Route::new(Vec::new()), None)
+        }
     };
     // `run` asks on the user's terminal; `connect` asks its client, in the protocol.
     let conversation = std::sync::Arc::new(Conversation::default());
@@ -144,6 +158,9 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
     let protocol = command.is_none();
     let outcome = runtime.block_on(async {
         let work = async {
+            if let Some(destination) = &login_destination {
+                return cockpit_ssh(destination, &conversation, &opts).await;
+            }
             let session = ferry_launcher::boot(&route, &payloads::images(), &opts).await?;
             match &command {
                 Some(command) => ferry_launcher::run(session, command).await,
@@ -173,6 +190,50 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
             128 + signal as u8
         }
     })
+}
+
+/// `ferry cockpit-ssh`: the login page's credentials, the route to `destination`, the known
+/// hosts back to the browser, then the protocol (see `ferry_launcher::cockpit_ssh`). A failure
+/// after a host key was accepted carries the known hosts in its `init`.
+async fn cockpit_ssh(
+    destination: &str,
+    conversation: &std::sync::Arc<Conversation>,
+    opts: &BootOptions,
+) -> Result<(i32, Stats), LaunchError> {
+    use ferry_launcher::cockpit_ssh;
+    use tokio::io::AsyncWriteExt;
+    let hop = cockpit_ssh::destination(destination)?;
+    let login = cockpit_ssh::login(conversation).await?;
+    let opts = BootOptions {
+        ssh_options: login.ssh_options.clone(),
+        ..opts.clone()
+    };
+    let session =
+        match ferry_launcher::boot(&Route::new(vec![hop]), &payloads::images(), &opts).await {
+            Ok(session) => session,
+            Err(err) => {
+                if let Some(hosts) = login.known_hosts().filter(|h| !h.is_empty()) {
+                    eprintln!("ferry: {err}");
+                    let frame = control::init_problem(err.problem(), &err.to_string())
+                        .with("known-hosts", hosts)
+                        .into_frame();
+                    let mut out = tokio::io::stdout();
+                    let _ = out.write_all(&frame.to_bytes()).await;
+                    let _ = out.flush().await;
+                    return Ok((i32::from(err.exit_code()), opts.meter.stats()));
+                }
+                return Err(err);
+            }
+        };
+    if let Some(message) = login.login_data() {
+        let mut out = tokio::io::stdout();
+        let sent = out.write_all(&message.into_frame().to_bytes()).await;
+        if sent.is_err() || out.flush().await.is_err() {
+            return Err(LaunchError::Terminated("cockpit-ws went away".into()));
+        }
+    }
+    let pending = conversation.take_pending().await;
+    ferry_launcher::connect(session, pending).await
 }
 
 /// The first of SIGTERM, SIGINT and SIGHUP to arrive (its number). Never, if they cannot be

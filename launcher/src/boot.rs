@@ -28,6 +28,9 @@ pub struct BootOptions {
     pub meter: Arc<Meter>,
     /// Who answers what ssh asks (a password, an unknown host key): see [`crate::prompt`].
     pub prompts: crate::prompt::Answerer,
+    /// More options for the first ssh hop's master (from a front end's login, see
+    /// [`crate::cockpit_ssh`]).
+    pub ssh_options: Vec<std::ffi::OsString>,
 }
 
 impl Default for BootOptions {
@@ -38,6 +41,7 @@ impl Default for BootOptions {
             timeout: ferry_stage1::DEFAULT_TIMEOUT,
             meter: Arc::default(),
             prompts: crate::prompt::Answerer::Nobody,
+            ssh_options: Vec::new(),
         }
     }
 }

@@ -13,6 +13,7 @@
 mod boot;
 mod chain;
 mod client;
+pub mod cockpit_ssh;
 mod error;
 mod hop;
 mod images;

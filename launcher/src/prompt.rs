@@ -23,7 +23,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use ferry_protocol::control::Message;
+use ferry_protocol::FrameCodec;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::codec::{Decoder, Encoder};
 
 /// The name of the askpass link; ferry run under it is the askpass program.
 pub const ASKPASS_NAME: &str = "ferry-askpass";
@@ -67,6 +70,8 @@ impl Answerer {
 #[derive(Debug, Default)]
 pub struct Conversation {
     state: tokio::sync::Mutex<ConversationState>,
+    next: std::sync::atomic::AtomicU64,
+    password: Mutex<Option<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -76,7 +81,6 @@ struct ConversationState {
     /// Frames read from stdin that were not answers, encoded again, for the bridge.
     pending: Vec<u8>,
     ended: bool,
-    next: u64,
 }
 
 impl Conversation {
@@ -89,19 +93,71 @@ impl Conversation {
         out
     }
 
+    /// Answer the first password prompt with this password (from the login page's Basic
+    /// credentials), once, without asking: Cockpit 337's `AuthorizeResponder` does the same.
+    pub fn set_password(&self, password: String) {
+        *self.password.lock().unwrap_or_else(|e| e.into_inner()) = Some(password);
+    }
+
+    /// Send `message` (an `authorize` carrying `cookie`) to the client and wait for the
+    /// `authorize` that answers it; `None` when the client's input ends first. Other frames
+    /// read meanwhile are kept for the bridge.
+    pub async fn request(&self, message: Message, cookie: &str) -> Option<Message> {
+        let mut state = self.state.lock().await;
+        let mut stdout = tokio::io::stdout();
+        let frame = message.into_frame().to_bytes();
+        if stdout.write_all(&frame).await.is_err() || stdout.flush().await.is_err() {
+            return None;
+        }
+        let mut codec = FrameCodec::new();
+        let mut stdin = tokio::io::stdin();
+        loop {
+            while let Ok(Some(frame)) = codec.decode(&mut state.unread) {
+                let answer = frame
+                    .is_control()
+                    .then(|| frame.parse_control().ok())
+                    .flatten()
+                    .filter(|m| m.command == "authorize" && m.str("cookie") == Some(cookie));
+                if answer.is_some() {
+                    return answer;
+                }
+                let mut again = bytes::BytesMut::new();
+                let _ = codec.encode(&frame, &mut again);
+                state.pending.extend_from_slice(&again);
+            }
+            if state.ended {
+                return None;
+            }
+            let mut buf = vec![0u8; 64 * 1024];
+            match stdin.read(&mut buf).await {
+                Ok(0) | Err(_) => state.ended = true,
+                Ok(n) => state.unread.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+
+    /// A cookie no other request of this process uses.
+    pub fn cookie(&self) -> String {
+        let n = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        format!("ferry-{n}")
+    }
+
     /// Ask the client; `None` when it declines (a `problem`, a response of another form) or
     /// its input ends.
     async fn ask(&self, prompt: &str, hint: &str) -> Option<String> {
         use base64::Engine as _;
-        use ferry_protocol::control::Message;
-        use ferry_protocol::{Frame, FrameCodec};
-        use tokio_util::codec::{Decoder, Encoder};
-
-        let mut state = self.state.lock().await;
-        state.next += 1;
-        let cookie = format!("ferry-askpass-{}", state.next);
-        let id = format!("{}-{}", std::process::id(), state.next);
-        let prefix = format!("X-Conversation {id}");
+        if prompt.to_lowercase().contains("password:") {
+            let password = self
+                .password
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if password.is_some() {
+                return password;
+            }
+        }
+        let cookie = self.cookie();
+        let prefix = format!("X-Conversation {}-{}", std::process::id(), cookie);
         let b64 = base64::engine::general_purpose::STANDARD;
         let mut msg = Message::new("authorize")
             .with("cookie", cookie.as_str())
@@ -114,39 +170,9 @@ impl Conversation {
                 .with("host-key", format!("{host} {key_type} login-data"))
                 .with("default", fingerprint);
         }
-        let mut stdout = tokio::io::stdout();
-        let frame = msg.into_frame().to_bytes();
-        if stdout.write_all(&frame).await.is_err() || stdout.flush().await.is_err() {
-            return None;
-        }
-        let mut codec = FrameCodec::new();
-        let mut stdin = tokio::io::stdin();
-        loop {
-            while let Ok(Some(frame)) = codec.decode(&mut state.unread) {
-                let answer = frame
-                    .is_control()
-                    .then(|| frame.parse_control().ok())
-                    .flatten()
-                    .filter(|m| m.command == "authorize" && m.str("cookie") == Some(&cookie));
-                if let Some(answer) = answer {
-                    let response = answer.str("response")?;
-                    let encoded = response.strip_prefix(&prefix)?.trim();
-                    let bytes = b64.decode(encoded).ok()?;
-                    return String::from_utf8(bytes).ok();
-                }
-                let mut again = bytes::BytesMut::new();
-                let _ = codec.encode(&frame as &Frame, &mut again);
-                state.pending.extend_from_slice(&again);
-            }
-            if state.ended {
-                return None;
-            }
-            let mut buf = vec![0u8; 64 * 1024];
-            match stdin.read(&mut buf).await {
-                Ok(0) | Err(_) => state.ended = true,
-                Ok(n) => state.unread.extend_from_slice(&buf[..n]),
-            }
-        }
+        let answer = self.request(msg, &cookie).await?;
+        let encoded = answer.str("response")?.strip_prefix(&prefix)?.trim();
+        String::from_utf8(b64.decode(encoded).ok()?).ok()
     }
 }
 

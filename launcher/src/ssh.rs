@@ -66,6 +66,15 @@ impl Destination {
             host: host.to_owned(),
         }
     }
+
+    /// More options for every ssh run for this host (they come before `-p`, `-l` and the host,
+    /// so a `-l` here wins over the destination's user, as in ssh).
+    pub fn with_options(mut self, options: &[OsString]) -> Destination {
+        let mut args = options.to_vec();
+        args.append(&mut self.args);
+        self.args = args;
+        self
+    }
 }
 
 /// A master connection owned by this process: killed, and its control directory removed, on

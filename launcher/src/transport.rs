@@ -191,7 +191,8 @@ async fn start_ssh(
     };
     tracing::debug!(%hop, "connecting with OpenSSH");
     let master = Master::connect(
-        Destination::new(host, user.as_deref(), *port, opts.ssh_config.as_deref()),
+        Destination::new(host, user.as_deref(), *port, opts.ssh_config.as_deref())
+            .with_options(&opts.ssh_options),
         &suggest,
         opts.prompts.clone(),
         opts.timeout,

@@ -3,6 +3,7 @@
 mod harness;
 
 mod bootstrap;
+mod cockpit_ssh;
 mod conformance;
 mod handshake;
 mod hop_words;
