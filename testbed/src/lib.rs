@@ -32,7 +32,7 @@ mod sshd;
 
 pub use cockpit::{
     cockpit337_bridge_command, cockpit337_complete, cockpit337_pythonpath, cockpit337_root,
-    COCKPIT_287_BRIDGE, COCKPIT_337_PACKAGES, COCKPIT_337_VERSION, PYTHON3,
+    CockpitWs, COCKPIT_287_BRIDGE, COCKPIT_337_PACKAGES, COCKPIT_337_VERSION, PYTHON3,
 };
 pub use containers::{
     container_root, ensure, ensure_containers, Engine, CONTAINER_GROUP, CONTAINER_PASSWD,

@@ -4,6 +4,7 @@ mod harness;
 
 mod bootstrap;
 mod cockpit_ssh;
+mod cockpit_ws;
 mod conformance;
 mod handshake;
 mod hop_words;

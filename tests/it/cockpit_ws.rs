@@ -1,0 +1,159 @@
+//! The real Cockpit 337 web server with `ferry cockpit-ssh` as its login command: a login as
+//! the login page sends it (`GET /cockpit+=USER@HOST:PORT/login` with Basic credentials),
+//! then the shell page, the manifests and a page's files for that host, served by ferry's
+//! bridge on the far side of ssh. A wrong password is the login page's 401.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use base64::Engine as _;
+
+use ferry_testbed::{require, CockpitWs, Component, Sshd, PASSWORD};
+
+use crate::harness::ferry_bin;
+
+/// A response: status, head and body.
+struct Response {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Response {
+    /// The value of the first header called `name` (any case).
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// `GET path` over HTTP/1.1 with `Connection: close`; a chunked body is decoded.
+fn get(port: u16, path: &str, headers: &[(&str, String)]) -> Response {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to cockpit-ws");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut request =
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .expect("a response within 60 s");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete head");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let mut response = Response {
+        status,
+        head,
+        body: raw[split + 4..].to_vec(),
+    };
+    if response
+        .header("transfer-encoding")
+        .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
+    {
+        response.body = dechunk(&response.body);
+    }
+    response
+}
+
+/// A chunked body's content.
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    while let Some(eol) = raw.windows(2).position(|w| w == b"\r\n") {
+        let size = String::from_utf8_lossy(&raw[..eol]);
+        let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)
+            .expect("a chunk size");
+        if size == 0 {
+            break;
+        }
+        let start = eol + 2;
+        body.extend_from_slice(&raw[start..start + size]);
+        raw = &raw[start + size + 2..];
+    }
+    body
+}
+
+fn basic(user_password: &str) -> (&'static str, String) {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user_password}\0"));
+    ("Authorization", format!("Basic {encoded}"))
+}
+
+#[test]
+fn cockpit_ws_logs_in_and_serves_the_shell_through_ferry() {
+    require!(Component::Sshd);
+    require!(Component::User("pw"));
+    require!(Component::User("bash"));
+    require!(Component::Cockpit337);
+    require!(Component::Unshare);
+    let ws = CockpitWs::start(std::path::Path::new(ferry_bin()), &["cockpit-ssh"])
+        .expect("start cockpit-ws 337");
+    let port = ws.port();
+    let host = format!("ferry-pw@127.0.0.1:{}", Sshd::shared().port());
+    let unknown_ok = ("X-SSH-Connect-Unknown-Hosts", "yes".to_owned());
+
+    let wrong = get(
+        port,
+        &format!("/cockpit+={host}/login"),
+        &[basic("ferry-pw:not-the-password"), unknown_ok.clone()],
+    );
+    assert_eq!(wrong.status, 401, "{}\n{}", wrong.head, ws.log());
+
+    let login = get(
+        port,
+        &format!("/cockpit+={host}/login"),
+        &[basic(&format!("ferry-pw:{PASSWORD}")), unknown_ok],
+    );
+    assert_eq!(login.status, 200, "{}\n{}", login.head, ws.log());
+    let body: serde_json::Value = serde_json::from_slice(&login.body).unwrap();
+    assert!(body["csrf-token"].is_string(), "{body}");
+    assert!(
+        body["login-data"]["known-hosts"]
+            .as_str()
+            .is_some_and(|k| k.contains(" ssh-ed25519 ")),
+        "{body}"
+    );
+    let cookie = login
+        .header("set-cookie")
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie")
+        .to_owned();
+    let cookie = ("Cookie", cookie);
+
+    let shell = get(port, &format!("/={host}/"), std::slice::from_ref(&cookie));
+    assert_eq!(shell.status, 200, "{}", shell.head);
+    let html = String::from_utf8_lossy(&shell.body);
+    assert!(
+        html.contains(&format!("/cockpit+={host}/@localhost/shell/index.html")),
+        "{html}"
+    );
+    let manifests = get(
+        port,
+        &format!("/cockpit+={host}/@localhost/manifests.json"),
+        std::slice::from_ref(&cookie),
+    );
+    assert_eq!(manifests.status, 200, "{}", manifests.head);
+    let manifests: serde_json::Value = serde_json::from_slice(&manifests.body).unwrap();
+    assert!(manifests["shell"].is_object(), "{manifests}");
+    let overview = get(
+        port,
+        &format!("/cockpit+={host}/@localhost/system/index.html"),
+        std::slice::from_ref(&cookie),
+    );
+    assert_eq!(overview.status, 200, "{}", overview.head);
+    assert!(String::from_utf8_lossy(&overview.body).contains("<title>Overview</title>"));
+}
