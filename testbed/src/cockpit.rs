@@ -56,6 +56,14 @@ pub fn cockpit337_complete() -> bool {
         && root.join("usr/share/cockpit/shell").is_dir()
 }
 
+/// The Python of the test bed's Playwright venv (made by `cargo xtask setup`).
+pub fn playwright_python() -> PathBuf {
+    base_dir().join("playwright/bin/python")
+}
+
+/// Debian's Chromium, the browser of the browser tests.
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+
 /// Cockpit 337's web server, `cockpit-ws`, on a loopback port, with a login command of the
 /// caller's choosing (`[Ssh-Login] Command`), killed on drop.
 ///

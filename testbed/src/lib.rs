@@ -16,6 +16,7 @@
 //! | aarch64 busybox root | `<base>/aarch64` |
 //! | busybox `ash` login shell | `<base>/bin/ash` (symlink to busybox) |
 //! | Cockpit 337 (bridge, cockpit-ws, cockpit-system), unpacked | `<base>/cockpit-337` |
+//! | Playwright, for the browser tests | `<base>/playwright` (a venv) |
 //! | test users | `ferry-bash`, `ferry-dash`, `ferry-zsh`, `ferry-fish`, `ferry-tcsh`, `ferry-ash`, `ferry-rohome`, `ferry-noexec`, `ferry-sudoer`, `ferry-tty`, `ferry-pw`, `ferry-limited`, `ferry-cold` |
 //! | podman and docker containers' busybox root | `<base>/container-root` |
 //! | the test bed's docker daemon: data, log, socket | `<base>/docker`, `<base>/dockerd.log`, `/run/ferry-testbed/docker.sock` |
@@ -32,7 +33,8 @@ mod sshd;
 
 pub use cockpit::{
     cockpit337_bridge_command, cockpit337_complete, cockpit337_pythonpath, cockpit337_root,
-    CockpitWs, COCKPIT_287_BRIDGE, COCKPIT_337_PACKAGES, COCKPIT_337_VERSION, PYTHON3,
+    playwright_python, CockpitWs, CHROMIUM, COCKPIT_287_BRIDGE, COCKPIT_337_PACKAGES,
+    COCKPIT_337_VERSION, PYTHON3,
 };
 pub use containers::{
     container_root, ensure, ensure_containers, Engine, CONTAINER_GROUP, CONTAINER_PASSWD,

@@ -41,6 +41,8 @@ pub enum Component {
     FlatpakSpawn,
     /// `dbus-daemon`, Python's Gio bindings (the test service) and `systemd-hostnamed`.
     DBus,
+    /// Debian's Chromium and Playwright in the test bed's venv.
+    Browser,
 }
 
 impl fmt::Display for Component {
@@ -61,6 +63,7 @@ impl fmt::Display for Component {
             Component::Docker => f.write_str("docker, its daemon and the test containers"),
             Component::FlatpakSpawn => f.write_str("flatpak-spawn and a session bus"),
             Component::DBus => f.write_str("dbus-daemon, python3-gi and systemd-hostnamed"),
+            Component::Browser => f.write_str("Chromium and Playwright"),
         }
     }
 }
@@ -221,6 +224,20 @@ impl Component {
                 executable("/usr/bin/dbus-send")?;
                 executable(crate::FLATPAK_SESSION_HELPER)?;
                 executable(crate::FLATPAK_SPAWN)
+            }
+            Component::Browser => {
+                executable(crate::CHROMIUM)?;
+                let python = crate::playwright_python();
+                let ok = std::process::Command::new(&python)
+                    .args(["-c", "import playwright.sync_api"])
+                    .stderr(std::process::Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if ok {
+                    Ok(())
+                } else {
+                    Err(format!("Playwright is missing in {}", python.display()))
+                }
             }
             Component::DBus => {
                 executable("/usr/bin/dbus-daemon")?;

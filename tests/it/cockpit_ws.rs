@@ -157,3 +157,64 @@ fn cockpit_ws_logs_in_and_serves_the_shell_through_ferry() {
     assert_eq!(overview.status, 200, "{}", overview.head);
     assert!(String::from_utf8_lossy(&overview.body).contains("<title>Overview</title>"));
 }
+
+/// Run the browser script (tests/browser/console.py) against `ws`; its screenshots are kept
+/// under the target directory's `browser-shots/NAME`.
+fn browser(ws: &CockpitWs, host: &str, password: &str, name: &str, extra: &[&str]) -> String {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/console.py");
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("browser-shots")
+        .join(name);
+    let mut child = std::process::Command::new(ferry_testbed::playwright_python())
+        .arg(script)
+        .arg(format!("http://127.0.0.1:{}", ws.port()))
+        .args([host, "ferry-pw"])
+        .arg(&shots)
+        .args(extra)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the browser script");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}\nscreenshots: {}\ncockpit-ws: {}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+        shots.display(),
+        ws.log()
+    );
+    assert!(output.status.success(), "{said}");
+    said
+}
+
+#[test]
+fn the_web_console_works_in_a_real_browser() {
+    require!(Component::Sshd);
+    require!(Component::User("pw"));
+    require!(Component::User("bash"));
+    require!(Component::Cockpit337);
+    require!(Component::Unshare);
+    require!(Component::Browser);
+    let ws = CockpitWs::start(std::path::Path::new(ferry_bin()), &["cockpit-ssh"])
+        .expect("start cockpit-ws 337");
+    // The login page's "Connect to" field, as a person types it.
+    let host = format!("127.0.0.1:{}", Sshd::shared().port());
+    let said = browser(
+        &ws,
+        &host,
+        "not-the-password",
+        "wrong-password",
+        &["--wrong-password"],
+    );
+    assert!(said.contains("step: wrong password refused\nok"), "{said}");
+    // The login, the Overview with the machine's figures, and a command in the Terminal.
+    let said = browser(&ws, &host, PASSWORD, "console", &[]);
+    assert!(said.contains("step: terminal\nok"), "{said}");
+}

@@ -47,8 +47,14 @@ const PACKAGES: &[&str] = &[
     "python3",
     // dbus-json3: Python's Gio for the test service, systemd-hostnamed.
     "python3-gi",
+    // The web console in a real browser: Chromium, driven by Playwright in a venv.
+    "chromium",
+    "python3-venv",
     "systemd",
 ];
+
+/// The Playwright release the browser tests are written against.
+const PLAYWRIGHT: &str = "1.65.2";
 
 /// An apt source for bookworm-backports, which carries Cockpit 337: the same archive (URIs)
 /// and key as the machine's own bookworm source. Its packages have priority 100, so nothing
@@ -104,6 +110,7 @@ pub fn ensure() -> Result<usize> {
     setup.privilege_rules()?;
     setup.password()?;
     setup.container_root()?;
+    setup.playwright()?;
     for m in &setup.missing {
         eprintln!("setup: MISSING {}\n         get it with: {}", m.what, m.how);
     }
@@ -570,6 +577,37 @@ impl Setup {
 
 impl Setup {
     /// The sudoers drop-in and doas.conf of the hop tests (see `ferry_testbed::sudoers`).
+    /// Playwright in a venv of the test bed ([`ferry_testbed::playwright_python`]), for the
+    /// browser tests; it drives Debian's Chromium, so no browser is downloaded.
+    fn playwright(&mut self) -> Result<()> {
+        let python = ferry_testbed::playwright_python();
+        let ready = Command::new(&python)
+            .args(["-c", "import playwright.sync_api"])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ready {
+            return Ok(());
+        }
+        if !self.root {
+            self.missing(
+                format!("Playwright in {}", python.display()),
+                "`cargo xtask setup` as root",
+            );
+            return Ok(());
+        }
+        let venv = ferry_testbed::base_dir().join("playwright");
+        println!("setup: Playwright {PLAYWRIGHT} in {}", venv.display());
+        let _ = fs::remove_dir_all(&venv);
+        run_command(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+        run_command(
+            Command::new(venv.join("bin/pip"))
+                .args(["install", "-q", "--disable-pip-version-check"])
+                .arg(format!("playwright=={PLAYWRIGHT}")),
+        )?;
+        Ok(())
+    }
+
     /// `ferry-pw`'s password ([`ferry_testbed::PASSWORD`]), given to `chpasswd` on its stdin
     /// and checked with Python's `crypt` (on stdin too) so that it is set only once.
     fn password(&mut self) -> Result<()> {
