@@ -16,7 +16,7 @@
 //! | aarch64 busybox root | `<base>/aarch64` |
 //! | busybox `ash` login shell | `<base>/bin/ash` (symlink to busybox) |
 //! | Cockpit 337 (bridge, cockpit-ws, cockpit-system), unpacked | `<base>/cockpit-337` |
-//! | test users | `ferry-bash`, `ferry-dash`, `ferry-zsh`, `ferry-fish`, `ferry-tcsh`, `ferry-ash`, `ferry-rohome`, `ferry-noexec`, `ferry-sudoer`, `ferry-tty`, `ferry-pw`, `ferry-limited`, `ferry-cold` |
+//! | test users | `ferry-bash`, `ferry-dash`, `ferry-zsh`, `ferry-fish`, `ferry-tcsh`, `ferry-ash`, `ferry-rohome`, `ferry-noexec`, `ferry-sudoer`, `ferry-tty`, `ferry-pw`, `ferry-limited`, `ferry-cold`, `ferry-gecos` (full name and supplementary groups) |
 //! | podman containers' busybox root | `<base>/container-root` |
 //! | sudo and doas rules | `/etc/sudoers.d/ferry-testbed`, `/etc/doas.conf` |
 
