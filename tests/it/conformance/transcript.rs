@@ -816,6 +816,111 @@ mod tests {
         assert!(Rule::parse("frob a").is_err());
     }
 
+    /// Each dbus-json3 rule erases exactly its difference and leaves others visible.
+    #[test]
+    fn dbus_rules_erase_their_difference_only() {
+        let json = |v: Value| ("d", Event::Json(v));
+        let erased = |rule: &str, ferry: Value, reference: Value| {
+            let mut a = transcript(vec![json(ferry)]);
+            let mut b = transcript(vec![json(reference)]);
+            let rule = Rule::parse(rule).unwrap();
+            rule.apply(&mut a);
+            rule.apply(&mut b);
+            compare(&a, &b).is_empty()
+        };
+        let reply = |flags: Value| json!({"reply": [[]], "id": "1", "flags": flags});
+        assert!(erased(
+            "drop-null d flags",
+            reply(Value::Null),
+            json!({"reply": [[]], "id": "1"})
+        ));
+        assert!(!erased(
+            "drop-null d flags",
+            reply("<".into()),
+            json!({"reply": [[]], "id": "1"})
+        ));
+        let meta = |flags: &str| json!({"meta": {"I": {"properties": {"P": {"flags": flags}}}}});
+        assert!(erased("meta-readwrite d", meta("rw"), meta("r")));
+        assert!(!erased("meta-readwrite d", meta("w"), meta("r")));
+        let rule = Rule::parse("empty-meta d").unwrap();
+        let mut a = transcript(vec![
+            json(json!({"meta": {}})),
+            json(json!({"owner": null})),
+        ]);
+        let mut b = transcript(vec![json(json!({"owner": null}))]);
+        rule.apply(&mut a);
+        assert_eq!(compare(&a, &b), "");
+        b = transcript(vec![
+            json(json!({"meta": {"I": {}}})),
+            json(json!({"owner": null})),
+        ]);
+        rule.apply(&mut b);
+        assert_ne!(compare(&a, &b), "");
+        let two = json!({"meta": {"A": {}, "B": {}}});
+        assert!(erased(
+            "drop-meta d B",
+            two.clone(),
+            json!({"meta": {"A": {}}})
+        ));
+        assert!(!erased("drop-meta d B", two, json!({"meta": {"B": {}}})));
+        let notify = json!({"notify": {"/a": {"I": {"P": 1}}, "/b": {"I": {"P": 2}}}});
+        assert!(erased(
+            "drop-notify-path d /a",
+            notify.clone(),
+            json!({"notify": {"/b": {"I": {"P": 2}}}})
+        ));
+        assert!(erased(
+            "drop-property d I P",
+            notify.clone(),
+            json!({"notify": {"/a": {"I": {}}, "/b": {"I": {}}}})
+        ));
+        assert!(!erased(
+            "drop-property d I P",
+            notify,
+            json!({"notify": {"/a": {"I": {}}}})
+        ));
+    }
+
+    #[test]
+    fn internal_bus_values_of_the_process_are_normalised_only() {
+        let env = |vars: Value| {
+            let mut t = transcript(vec![(
+                "i",
+                Event::Json(json!({"notify": {"/environment":
+                    {"cockpit.Environment": {"Variables": vars}}}})),
+            )]);
+            normalise(&mut t, &BTreeMap::new());
+            t
+        };
+        let ferry = env(json!({"HOME": "/root"}));
+        assert_eq!(
+            compare(&ferry, &env(json!({"HOME": "/root", "PYTHONPATH": "/x"}))),
+            ""
+        );
+        assert_ne!(
+            compare(&ferry, &env(json!({"HOME": "/root", "USER": "root"}))),
+            ""
+        );
+        let manifests = |text: &str| {
+            let mut t = transcript(vec![(
+                "i",
+                Event::Json(json!({"notify": {"/packages":
+                    {"cockpit.Packages": {"Manifests": text}}}})),
+            )]);
+            normalise(&mut t, &BTreeMap::new());
+            t
+        };
+        let compact = manifests(r#"{"a":{"b":1},"c":2}"#);
+        assert_eq!(
+            compare(&compact, &manifests(r#"{"c": 2, "a": {"b": 1}}"#)),
+            ""
+        );
+        assert_ne!(
+            compare(&compact, &manifests(r#"{"c": 2, "a": {"b": 3}}"#)),
+            ""
+        );
+    }
+
     #[test]
     fn shapes_collapse_repeated_samples() {
         let modes = BTreeMap::from([("m".to_owned(), DataMode::Shape)]);
