@@ -51,6 +51,19 @@ fn os_release() -> serde_json::Map<String, serde_json::Value> {
         .collect()
 }
 
+/// Set `HOME`, `SHELL` and `USER` from the password database entry of the user the bridge runs
+/// as, as Cockpit's Python bridge does when it starts: the processes the bridge starts, and its
+/// internal `/environment` object, see the user's own values whatever the way in passed on
+/// (sudo, for one, may keep the caller's `HOME`). Call it before any thread starts. Unchanged
+/// when the user has no entry.
+pub fn user_environment() {
+    if let Some(user) = dbus::internal::User::current() {
+        std::env::set_var("HOME", &user.home);
+        std::env::set_var("SHELL", &user.shell);
+        std::env::set_var("USER", &user.name);
+    }
+}
+
 /// Raise the soft limit of open files (up to the hard limit, at most 65536): every channel
 /// with a child process or a socket needs a few descriptors, and a thousand channels at once
 /// must work. Child processes get the original limit back.

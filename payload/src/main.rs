@@ -77,6 +77,7 @@ fn main() -> std::process::ExitCode {
         }
     }
     ferry_bridge::raise_fd_limit();
+    ferry_bridge::user_environment();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

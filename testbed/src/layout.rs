@@ -56,6 +56,10 @@ pub struct UserSpec {
     pub home_kind: HomeKind,
     /// Login scripts (path relative to the home, content) that print [`NOISE`] on stdout.
     pub noise: Vec<(&'static str, String)>,
+    /// The GECOS field of its `/etc/passwd` entry (empty for none).
+    pub gecos: &'static str,
+    /// Supplementary groups (besides the user's own primary group), in this order.
+    pub groups: &'static [&'static str],
 }
 
 impl UserSpec {
@@ -91,42 +95,56 @@ pub fn users() -> Vec<UserSpec> {
             shell: "/bin/bash".into(),
             home_kind: HomeKind::Normal,
             noise: sh_noise_files(&[".bashrc", ".profile", ".bash_login"]),
+            gecos: "",
+            groups: &[],
         },
         UserSpec {
             short: "dash",
             shell: "/bin/dash".into(),
             home_kind: HomeKind::Normal,
             noise: sh_noise_files(&[".profile"]),
+            gecos: "",
+            groups: &[],
         },
         UserSpec {
             short: "zsh",
             shell: "/bin/zsh".into(),
             home_kind: HomeKind::Normal,
             noise: sh_noise_files(&[".zshenv", ".zprofile", ".zshrc", ".zlogin"]),
+            gecos: "",
+            groups: &[],
         },
         UserSpec {
             short: "fish",
             shell: "/usr/bin/fish".into(),
             home_kind: HomeKind::Normal,
             noise: sh_noise_files(&[".config/fish/config.fish"]),
+            gecos: "",
+            groups: &[],
         },
         UserSpec {
             short: "tcsh",
             shell: "/bin/tcsh".into(),
             home_kind: HomeKind::Normal,
             noise: sh_noise_files(&[".tcshrc", ".login"]),
+            gecos: "",
+            groups: &[],
         },
         UserSpec {
             short: "ash",
             shell: ash_shell(),
             home_kind: HomeKind::Normal,
             noise: sh_noise_files(&[".profile"]),
+            gecos: "",
+            groups: &[],
         },
         UserSpec {
             short: "rohome",
             shell: "/bin/bash".into(),
             home_kind: HomeKind::ReadOnly,
             noise: sh_noise_files(&[".bashrc", ".profile"]),
+            gecos: "",
+            groups: &[],
         },
         // For the hop tests: sudo and doas without a password, sudo with requiretty, and a
         // user only the cache-counting test logs in as (its cache starts cold).
@@ -135,36 +153,58 @@ pub fn users() -> Vec<UserSpec> {
             shell: "/bin/bash".into(),
             home_kind: HomeKind::Normal,
             noise: sh_noise_files(&[".bashrc", ".profile"]),
+            gecos: "",
+            groups: &[],
         },
         UserSpec {
             short: "tty",
             shell: "/bin/bash".into(),
             home_kind: HomeKind::Normal,
             noise: sh_noise_files(&[".bashrc", ".profile"]),
+            gecos: "",
+            groups: &[],
         },
         UserSpec {
             short: "pw",
             shell: "/bin/bash".into(),
             home_kind: HomeKind::Normal,
             noise: sh_noise_files(&[".bashrc", ".profile"]),
+            gecos: "",
+            groups: &[],
         },
         UserSpec {
             short: "limited",
             shell: "/bin/bash".into(),
             home_kind: HomeKind::Normal,
             noise: sh_noise_files(&[".bashrc", ".profile"]),
+            gecos: "",
+            groups: &[],
         },
         UserSpec {
             short: "cold",
             shell: "/bin/bash".into(),
             home_kind: HomeKind::Normal,
             noise: sh_noise_files(&[".bashrc", ".profile"]),
+            gecos: "",
+            groups: &[],
+        },
+        // For the internal bus's `/user` object: a full name with the other GECOS fields after
+        // it, and several supplementary groups (groups every Debian system has).
+        UserSpec {
+            short: "gecos",
+            shell: "/bin/bash".into(),
+            home_kind: HomeKind::Normal,
+            noise: sh_noise_files(&[".bashrc", ".profile"]),
+            gecos: "Ferry Gecos Tester,Room 7,555-0107,555-0170",
+            groups: &["users", "audio", "adm"],
         },
         UserSpec {
             short: "noexec",
             shell: "/bin/bash".into(),
             home_kind: HomeKind::Noexec,
             noise: sh_noise_files(&[".bashrc", ".profile"]),
+            gecos: "",
+            groups: &[],
         },
     ]
 }
@@ -185,6 +225,7 @@ pub fn user(short: &str) -> UserSpec {
 pub(crate) struct Passwd {
     pub uid: u32,
     pub gid: u32,
+    pub gecos: String,
     pub home: PathBuf,
     pub shell: PathBuf,
 }
@@ -197,6 +238,7 @@ pub(crate) fn passwd(name: &str) -> Option<Passwd> {
             Some(Passwd {
                 uid: f[2].parse().ok()?,
                 gid: f[3].parse().ok()?,
+                gecos: f[4].to_owned(),
                 home: f[5].into(),
                 shell: f[6].into(),
             })

@@ -17,7 +17,7 @@
 //! | busybox `ash` login shell | `<base>/bin/ash` (symlink to busybox) |
 //! | Cockpit 337 (bridge, cockpit-ws, cockpit-system), unpacked | `<base>/cockpit-337` |
 //! | Playwright, for the browser tests | `<base>/playwright` (a venv) |
-//! | test users | `ferry-bash`, `ferry-dash`, `ferry-zsh`, `ferry-fish`, `ferry-tcsh`, `ferry-ash`, `ferry-rohome`, `ferry-noexec`, `ferry-sudoer`, `ferry-tty`, `ferry-pw`, `ferry-limited`, `ferry-cold` |
+//! | test users | `ferry-bash`, `ferry-dash`, `ferry-zsh`, `ferry-fish`, `ferry-tcsh`, `ferry-ash`, `ferry-rohome`, `ferry-noexec`, `ferry-sudoer`, `ferry-tty`, `ferry-pw`, `ferry-limited`, `ferry-cold`, `ferry-gecos` (full name and supplementary groups) |
 //! | podman and docker containers' busybox root | `<base>/container-root` |
 //! | the test bed's docker daemon: data, log, socket | `<base>/docker`, `<base>/dockerd.log`, `/run/ferry-testbed/docker.sock` |
 //! | sudo and doas rules | `/etc/sudoers.d/ferry-testbed`, `/etc/doas.conf` |

@@ -109,6 +109,19 @@ fn user(short: &str) -> Result<(), String> {
     if pw.home != spec.home() {
         return Err(format!("user {name} has home {}", pw.home.display()));
     }
+    if pw.gecos != spec.gecos {
+        return Err(format!("user {name} has GECOS field {:?}", pw.gecos));
+    }
+    let groups = fs::read_to_string("/etc/group").unwrap_or_default();
+    for g in spec.groups {
+        let member = groups.lines().any(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            f.len() == 4 && f[0] == *g && f[3].split(',').any(|m| m == name)
+        });
+        if !member {
+            return Err(format!("user {name} is not in group {g}"));
+        }
+    }
     executable(&spec.shell.to_string_lossy())?;
     if spec.home_kind == HomeKind::ReadOnly {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};

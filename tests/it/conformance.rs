@@ -164,6 +164,25 @@ fn check(name: &str) {
     let Some(bridges) = bridges() else {
         return;
     };
+    if let Some(short) = &scenario.user {
+        let spec = ferry_testbed::user(short);
+        let ready = Component::Root
+            .check()
+            .and_then(|()| Component::User(spec.short).check());
+        match ready {
+            Ok(()) => {}
+            Err(why) if ferry_testbed::in_ci() => {
+                panic!("{name}: cannot run the bridges as {}: {why}", spec.name())
+            }
+            Err(why) => {
+                eprintln!(
+                    "{name}: skipped: cannot run the bridges as {}: {why}",
+                    spec.name()
+                );
+                return;
+            }
+        }
+    }
     let references: Vec<&Reference> = bridges
         .references
         .iter()
@@ -266,8 +285,11 @@ macro_rules! scenarios {
 scenarios! {
     control_without_command,
     dbus_call,
+    dbus_dict_keys,
     dbus_hostnamed,
     dbus_internal,
+    dbus_internal_objects,
+    dbus_internal_user,
     dbus_invalid_args,
     dbus_object_manager,
     dbus_open_errors,

@@ -489,7 +489,13 @@ impl Setup {
         let entry = passwd_entry(&name);
         let needs_fix = match &entry {
             None => true,
-            Some(f) => f[6] != shell || Path::new(&f[5]) != home || locked(&name),
+            Some(f) => {
+                f[6] != shell
+                    || Path::new(&f[5]) != home
+                    || f[4] != spec.gecos
+                    || !in_groups(&name, spec.groups)
+                    || locked(&name)
+            }
         };
         let home_ok = match spec.home_kind {
             HomeKind::Normal => fs::metadata(&home).is_ok_and(|m| m.is_dir()),
@@ -526,6 +532,7 @@ impl Setup {
             None => {
                 let mut add = Command::new("useradd");
                 add.args(["-U", "-d"]).arg(&home).args(["-s", &shell]);
+                add.args(["-c", spec.gecos]);
                 add.arg(if spec.home_kind == HomeKind::Normal {
                     "-m"
                 } else {
@@ -540,9 +547,18 @@ impl Setup {
                         .arg(&shell)
                         .arg("-d")
                         .arg(&home)
+                        .arg("-c")
+                        .arg(spec.gecos)
                         .arg(&name),
                 )?;
             }
+        }
+        if !spec.groups.is_empty() && !in_groups(&name, spec.groups) {
+            run_command(
+                Command::new("usermod")
+                    .args(["-a", "-G", &spec.groups.join(",")])
+                    .arg(&name),
+            )?;
         }
         // sshd without PAM refuses every login to an account whose password is locked ("!").
         if locked(&name) {
@@ -892,6 +908,17 @@ fn passwd_entry(name: &str) -> Option<Vec<String>> {
     text.lines()
         .map(|l| l.split(':').map(String::from).collect::<Vec<_>>())
         .find(|f| f.len() == 7 && f[0] == name)
+}
+
+/// Is `name` a member of every one of `groups` (as listed in `/etc/group`)?
+fn in_groups(name: &str, groups: &[&str]) -> bool {
+    let text = fs::read_to_string("/etc/group").unwrap_or_default();
+    groups.iter().all(|g| {
+        text.lines().any(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            f.len() == 4 && f[0] == *g && f[3].split(',').any(|m| m == name)
+        })
+    })
 }
 
 /// Is the account's password locked (`!` in `/etc/shadow`)? Unreadable shadow: assume not.

@@ -608,10 +608,10 @@ impl DBusChannel {
         match self.setup_watch(&watch).await {
             Ok((meta, notify)) => {
                 self.watches.push(watch);
-                if !meta.is_empty() && !self.send(ch, json!({ "meta": meta })).await {
-                    return false;
-                }
-                if !notify.is_empty() && !self.send(ch, json!({ "notify": notify })).await {
+                // Both always, even empty, as Cockpit's Python bridge sends them.
+                if !self.send(ch, json!({ "meta": meta })).await
+                    || !self.send(ch, json!({ "notify": notify })).await
+                {
                     return false;
                 }
                 self.send(ch, json!({"reply": [], "id": id})).await
@@ -648,9 +648,39 @@ impl DBusChannel {
         let mut meta = Map::new();
         let mut notify = Map::new();
         let dest = sender.clone();
+        // The watched object itself, as Cockpit's Python bridge does for a `path` and for the
+        // root of a `path_namespace`: every interface it has (or the one asked for) is
+        // described, and the properties of all but the standard ones are sent.
+        let here = match self.introspect(dest.as_deref(), &watch.path).await {
+            Ok(here) => here,
+            // A namespace whose root is no object may still have an ObjectManager's objects.
+            Err(_) if watch.namespace => Map::new(),
+            Err(e) => return Err(e),
+        };
+        for (iface, info) in &here {
+            if watch.interface.as_deref().is_some_and(|i| i != iface) {
+                continue;
+            }
+            meta.insert(iface.clone(), info.clone());
+            self.described.insert(iface.clone());
+        }
+        for iface in here.keys() {
+            if iface.starts_with("org.freedesktop.DBus.")
+                || watch.interface.as_deref().is_some_and(|i| i != iface)
+            {
+                continue;
+            }
+            let get_all = Message::method_call(dest.as_deref(), &watch.path, PROPERTIES, "GetAll")
+                .with_body("s", &json!([iface]))
+                .map_err(|e| invalid_args(e.0))?;
+            if let Ok(args) = self.bus_call(get_all).await {
+                if let Some(props) = args.first() {
+                    notify_update(&mut notify, &watch.path, iface, props);
+                }
+            }
+        }
         if watch.namespace {
-            // The objects come from the ObjectManager at the namespace's root, as in
-            // cockpit-bridge 287; without one, the root object is watched like a path.
+            // Then the objects of the ObjectManager at the namespace's root (none without one).
             let get = Message::method_call(
                 dest.as_deref(),
                 &watch.path,
@@ -672,29 +702,6 @@ impl DBusChannel {
                         }
                     }
                 }
-                return Ok((meta, notify));
-            }
-        }
-        let here = self.introspect(dest.as_deref(), &watch.path).await?;
-        for iface in here.keys() {
-            if watch.interface.as_deref().is_some_and(|i| i != iface) {
-                continue;
-            }
-            self.describe_if_new(iface, &watch.path, &mut meta).await;
-        }
-        for iface in here.keys() {
-            if iface.starts_with("org.freedesktop.DBus.")
-                || watch.interface.as_deref().is_some_and(|i| i != iface)
-            {
-                continue;
-            }
-            let get_all = Message::method_call(dest.as_deref(), &watch.path, PROPERTIES, "GetAll")
-                .with_body("s", &json!([iface]))
-                .map_err(|e| invalid_args(e.0))?;
-            if let Ok(args) = self.bus_call(get_all).await {
-                if let Some(props) = args.first() {
-                    notify_update(&mut notify, &watch.path, iface, props);
-                }
             }
         }
         Ok((meta, notify))
@@ -713,12 +720,15 @@ impl DBusChannel {
                 } else {
                     match m.args() {
                         Ok(args) => {
-                            let mut r =
-                                json!({"reply": [args], "id": call.id, "type": m.signature});
-                            if call.flags {
-                                r["flags"] = "<".into();
-                            }
-                            r
+                            // `flags` is `"<"` (little-endian) when the call had `flags`,
+                            // else `null`, as Cockpit's Python bridge writes it.
+                            let flags = if call.flags {
+                                Value::from("<")
+                            } else {
+                                Value::Null
+                            };
+                            json!({"reply": [args], "id": call.id, "type": m.signature,
+                                   "flags": flags})
                         }
                         Err(e) => error_json(
                             &(
@@ -857,12 +867,9 @@ impl DBusChannel {
                         notify_update(&mut notify, &object, i, props);
                     }
                 }
-                if !meta.is_empty() && !self.send(ch, json!({ "meta": meta })).await {
-                    return false;
-                }
-                if !notify.is_empty() {
-                    return self.send(ch, json!({ "notify": notify })).await;
-                }
+                // Both always, even empty, as Cockpit's Python bridge sends them.
+                return self.send(ch, json!({ "meta": meta })).await
+                    && self.send(ch, json!({ "notify": notify })).await;
             } else if member == "InterfacesRemoved" {
                 let mut gone = Map::new();
                 if let Some(Value::Array(ifaces)) = args.get(1) {

@@ -393,18 +393,18 @@ fn properties(object: &str) -> Result<BTreeMap<String, (&'static str, Value)>, F
 }
 
 /// The user the bridge runs as.
-struct User {
-    name: String,
+pub(crate) struct User {
+    pub(crate) name: String,
     gecos: String,
     uid: i64,
     gid: i64,
-    home: String,
-    shell: String,
+    pub(crate) home: String,
+    pub(crate) shell: String,
     groups: Vec<String>,
 }
 
 impl User {
-    fn current() -> Option<User> {
+    pub(crate) fn current() -> Option<User> {
         // SAFETY: getpwuid_r writes into the buffers given; the strings it points to live in
         // `buf`, which outlives their use here.
         unsafe {

@@ -12,7 +12,7 @@
 
 pub(crate) mod channel;
 pub mod connection;
-mod internal;
+pub(crate) mod internal;
 pub mod introspect;
 pub mod marshal;
 pub mod message;

@@ -8,6 +8,7 @@ use crate::common::{Bridge, Out};
 
 const PATH: &str = "/org/ferry/Test";
 const IFACE: &str = "org.ferry.Test";
+const OBJECT_MANAGER: &str = "org.freedesktop.DBus.ObjectManager";
 
 /// The buses and a bridge that uses them.
 fn setup() -> Option<(TestBuses, Bridge)> {
@@ -89,13 +90,13 @@ fn every_type_survives_a_round_trip_with_and_without_type() {
     );
     assert_eq!(
         with,
-        json!({"reply": [every_type()], "id": "1", "type": types})
+        json!({"reply": [every_type()], "id": "1", "type": types, "flags": null})
     );
     // Without a type, the bridge introspects the object first.
     let without = call(&mut b, "d", "2", "Types", every_type(), json!({}));
     assert_eq!(
         without,
-        json!({"reply": [every_type()], "id": "2", "type": types})
+        json!({"reply": [every_type()], "id": "2", "type": types, "flags": null})
     );
     let nothing = call(&mut b, "d", "3", "Nothing", json!([]), json!({"flags": ""}));
     assert_eq!(
@@ -227,7 +228,10 @@ fn signals_and_property_changes_come_before_the_reply() {
         next(&b, "d"),
         json!({"notify": {PATH: {IFACE: {"Writable": "changed"}}}})
     );
-    assert_eq!(next(&b, "d"), json!({"reply": [[]], "id": "3", "type": ""}));
+    assert_eq!(
+        next(&b, "d"),
+        json!({"reply": [[]], "id": "3", "type": "", "flags": null})
+    );
 }
 
 #[test]
@@ -248,14 +252,22 @@ fn object_manager_watches_follow_objects() {
         meta["meta"]["org.ferry.Test.Item"]["properties"]["Name"].is_object(),
         "{meta}"
     );
-    // The objects come from the ObjectManager, which does not list its own object.
-    assert!(meta["meta"].get(IFACE).is_none(), "{meta}");
+    // The namespace's root is watched too (as Cockpit 337 does), with every interface it has.
+    assert!(
+        meta["meta"][IFACE]["properties"]["Counter"].is_object(),
+        "{meta}"
+    );
+    assert!(meta["meta"][OBJECT_MANAGER].is_object(), "{meta}");
     let notify = next(&b, "d");
     assert_eq!(
         notify["notify"][format!("{PATH}/items/first")],
         json!({"org.ferry.Test.Item": {"Name": "first"}})
     );
-    assert!(notify["notify"].get(PATH).is_none(), "{notify}");
+    assert_eq!(notify["notify"][PATH][IFACE]["Counter"], 0, "{notify}");
+    assert!(
+        notify["notify"][PATH].get(OBJECT_MANAGER).is_none(),
+        "{notify}"
+    );
     assert_eq!(next(&b, "d"), json!({"reply": [], "id": "w"}));
     // A call sent right behind a watch is answered after it; what it causes comes first.
     send(
@@ -263,6 +275,8 @@ fn object_manager_watches_follow_objects() {
         "d",
         json!({"call": [PATH, IFACE, "AddItem", ["second"]], "id": "2"}),
     );
+    // The interface is known already: an empty `meta`, as Cockpit 337 sends it.
+    assert_eq!(next(&b, "d"), json!({"meta": {}}));
     assert_eq!(
         next(&b, "d"),
         json!({"notify": {format!("{PATH}/items/second"): {"org.ferry.Test.Item": {"Name": "second"}}}})
@@ -438,7 +452,7 @@ fn the_internal_bus_serves_cockpits_objects() {
     );
     assert_eq!(
         next(&b, "i"),
-        json!({"reply": [[42]], "id": "u", "type": "u"})
+        json!({"reply": [[42]], "id": "u", "type": "u", "flags": null})
     );
 
     send(

@@ -23,6 +23,9 @@
 //!   the body follows, compared parsed when all of it is one JSON document.
 //! - `reference 287|337`: compare with this reference only (repeatable; without it, with
 //!   both). For what one reference lacks, such as payloads newer than 287.
+//! - `user SHORT`: run every bridge as the test user `ferry-SHORT` (ferry-testbed's users)
+//!   instead of the user running the tests, with its groups, home and name in the
+//!   environment; the runner must be root (elsewhere the scenario is skipped, or fails in CI).
 //!
 //! Setup, done in a fresh `${TMP}` before each bridge starts:
 //! - `mkdir PATH`, `write PATH STRING`, `fill PATH BYTES`, `chmod OCTAL PATH`,
@@ -128,6 +131,8 @@ pub struct Scenario {
     pub unordered: Vec<String>,
     /// The references compared with (from `reference`; empty: all of them).
     pub references: Vec<String>,
+    /// The test user the bridges run as (from `user`, its short name).
+    pub user: Option<String>,
 }
 
 /// A scenario with its variables substituted, ready to run.
@@ -139,6 +144,7 @@ pub struct Plan {
     pub modes: BTreeMap<String, DataMode>,
     pub unordered: Vec<String>,
     pub references: Vec<String>,
+    pub user: Option<String>,
     pub setup: Vec<Setup>,
     pub steps: Vec<(usize, Step)>,
 }
@@ -194,6 +200,7 @@ impl Scenario {
             modes: BTreeMap::new(),
             unordered: Vec::new(),
             references: Vec::new(),
+            user: None,
         };
         // Check the syntax once, with dummy values.
         let mut vars = BTreeMap::new();
@@ -211,6 +218,7 @@ impl Scenario {
         scenario.modes = plan.modes;
         scenario.unordered = plan.unordered;
         scenario.references = plan.references;
+        scenario.user = plan.user;
         Ok(scenario)
     }
 
@@ -390,6 +398,14 @@ fn parse_line(plan: &mut Plan, lineno: usize, words: &[Word]) -> Result<(), Stri
                 return Err(format!("unknown reference {r:?} (287 or 337)"));
             }
             plan.references.push(r.to_owned());
+        }
+        "user" => {
+            want(1)?;
+            let short = args[0].plain()?;
+            if !ferry_testbed::users().iter().any(|u| u.short == short) {
+                return Err(format!("no test user ferry-{short}"));
+            }
+            plan.user = Some(short.to_owned());
         }
         "unordered" => {
             want(1)?;

@@ -162,7 +162,21 @@ struct Session {
 impl Session {
     fn start(bridge: &[String], plan: &Plan, root: &str) -> Result<Session, String> {
         let (program, args) = bridge.split_first().ok_or("empty bridge command")?;
-        let mut cmd = Command::new(program);
+        // As a test user: through setpriv, with the user's own groups (the runner is root).
+        let user = plan.user.as_deref().map(ferry_testbed::user);
+        let mut cmd = match &user {
+            None => Command::new(program),
+            Some(u) => {
+                let name = u.name();
+                let mut c = Command::new("setpriv");
+                c.args(["--reuid", &name, "--regid", &name, "--init-groups", "--"])
+                    .arg(program);
+                // The run's temporary directory is its working directory: make it the user's.
+                std::os::unix::fs::chown(root, u.uid(), None)
+                    .map_err(|e| format!("chown {root} to {name}: {e}"))?;
+                c
+            }
+        };
         cmd.args(args)
             .env_clear()
             .env(
@@ -170,19 +184,28 @@ impl Session {
                 "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin",
             )
             .env("LANG", "C.UTF-8")
-            .env(
-                "HOME",
-                std::env::var_os("HOME").unwrap_or_else(|| "/".into()),
-            )
             .current_dir(root)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             // Its own process group, so that everything it started can be killed at the end.
             .process_group(0);
-        for var in ["USER", "LOGNAME"] {
-            if let Some(v) = std::env::var_os(var) {
-                cmd.env(var, v);
+        match &user {
+            None => {
+                cmd.env(
+                    "HOME",
+                    std::env::var_os("HOME").unwrap_or_else(|| "/".into()),
+                );
+                for var in ["USER", "LOGNAME"] {
+                    if let Some(v) = std::env::var_os(var) {
+                        cmd.env(var, v);
+                    }
+                }
+            }
+            Some(u) => {
+                cmd.env("HOME", u.home())
+                    .env("USER", u.name())
+                    .env("LOGNAME", u.name());
             }
         }
         for (k, v) in &plan.env {

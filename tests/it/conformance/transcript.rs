@@ -154,6 +154,7 @@ pub fn normalise(t: &mut Transcript, modes: &BTreeMap<String, DataMode>) {
                     }
                 }
                 Event::Json(v) => {
+                    normalise_internal_bus(v);
                     normalise_json(v);
                     if modes.get(channel) == Some(&DataMode::Shape) {
                         *v = shape(v);
@@ -226,6 +227,37 @@ fn join_data(events: &mut Vec<Event>) {
         }
     }
     *events = joined;
+}
+
+/// What the dbus-json3 internal bus reports in a `notify` about the bridge's own process and
+/// text formatting rather than about the machine:
+/// - `/environment`'s `Variables`: `PYTHONPATH` is dropped. The runner starts Cockpit 337's
+///   bridge through `env PYTHONPATH=... python3`, so only that bridge has it, as a detail of how
+///   the test starts it (every other variable comes from the runner, or from the bridge itself,
+///   and is compared).
+/// - `/packages`' `Manifests`: JSON text, compared parsed. cockpit.js parses it; how the JSON is
+///   spaced and in which order its members come is no protocol (`packages-beyond-337` in
+///   DIFFERENCES.md for the same text in `manifests.js`).
+fn normalise_internal_bus(v: &mut Value) {
+    let Some(Value::Object(paths)) = v.get_mut("notify") else {
+        return;
+    };
+    if let Some(Value::Object(vars)) = paths
+        .get_mut("/environment")
+        .and_then(|o| o.get_mut("cockpit.Environment"))
+        .and_then(|i| i.get_mut("Variables"))
+    {
+        vars.remove("PYTHONPATH");
+    }
+    if let Some(m) = paths
+        .get_mut("/packages")
+        .and_then(|o| o.get_mut("cockpit.Packages"))
+        .and_then(|i| i.get_mut("Manifests"))
+    {
+        if let Some(parsed) = m.as_str().and_then(|t| serde_json::from_str(t).ok()) {
+            *m = parsed;
+        }
+    }
 }
 
 /// Fields in JSON data (fslist1, fswatch1, fsinfo, metrics1) that hold times, inode numbers or
@@ -323,6 +355,26 @@ pub enum Rule {
     },
     /// `empty-notify CHANNEL`: dbus-json3 `notify` documents that carry no property at all.
     EmptyNotify(String),
+    /// `empty-meta CHANNEL`: dbus-json3 `meta` documents that describe no interface.
+    EmptyMeta(String),
+    /// `drop-null CHANNEL KEY`: the top-level field KEY of JSON documents sent on CHANNEL, when
+    /// it is `null`.
+    DropNull { channel: String, key: String },
+    /// `meta-readwrite CHANNEL`: in dbus-json3 `meta` documents, a property's flags `rw`
+    /// (readable and writable) become `r`.
+    MetaReadwrite(String),
+    /// `drop-meta CHANNEL INTERFACE`: the description of INTERFACE in dbus-json3 `meta`
+    /// documents.
+    DropMeta { channel: String, interface: String },
+    /// `drop-notify-path CHANNEL PATH`: the object PATH in dbus-json3 `notify` documents.
+    DropNotifyPath { channel: String, path: String },
+    /// `drop-property CHANNEL INTERFACE PROPERTY`: the property PROPERTY of INTERFACE, on any
+    /// object, in dbus-json3 `notify` documents.
+    DropProperty {
+        channel: String,
+        interface: String,
+        property: String,
+    },
     /// `error-message CHANNEL`: the message of a dbus-json3 `error` (`[name, [message]]`)
     /// the bridge wrote itself (human text; the error's name is still compared).
     ErrorMessage(String),
@@ -372,6 +424,25 @@ impl Rule {
             ["owner-after-ready", c] => Rule::OwnerAfterReady(ch(c)),
             ["error-message", c] => Rule::ErrorMessage(ch(c)),
             ["empty-notify", c] => Rule::EmptyNotify(ch(c)),
+            ["empty-meta", c] => Rule::EmptyMeta(ch(c)),
+            ["drop-null", c, k] => Rule::DropNull {
+                channel: ch(c),
+                key: (*k).into(),
+            },
+            ["meta-readwrite", c] => Rule::MetaReadwrite(ch(c)),
+            ["drop-meta", c, i] => Rule::DropMeta {
+                channel: ch(c),
+                interface: (*i).into(),
+            },
+            ["drop-notify-path", c, p] => Rule::DropNotifyPath {
+                channel: ch(c),
+                path: (*p).into(),
+            },
+            ["drop-property", c, i, p] => Rule::DropProperty {
+                channel: ch(c),
+                interface: (*i).into(),
+                property: (*p).into(),
+            },
             _ => return Err(format!("unknown rule {text:?}")),
         })
     }
@@ -388,7 +459,13 @@ impl Rule {
             | Rule::JsonReplace { channel, .. }
             | Rule::OwnerAfterReady(channel)
             | Rule::ErrorMessage(channel)
-            | Rule::EmptyNotify(channel) => Some(channel.as_str()),
+            | Rule::EmptyNotify(channel)
+            | Rule::EmptyMeta(channel)
+            | Rule::DropNull { channel, .. }
+            | Rule::MetaReadwrite(channel)
+            | Rule::DropMeta { channel, .. }
+            | Rule::DropNotifyPath { channel, .. }
+            | Rule::DropProperty { channel, .. } => Some(channel.as_str()),
             Rule::IgnoreExit => None,
         };
         match channel {
@@ -471,6 +548,74 @@ impl Rule {
                     })
                 })
             }),
+            Rule::EmptyMeta(_) => events.retain(|e| {
+                !matches!(e, Event::Json(Value::Object(m))
+                    if m.len() == 1 && m.get("meta").is_some_and(|v| v == &serde_json::json!({})))
+            }),
+            Rule::DropNull { key, .. } => {
+                for e in events.iter_mut() {
+                    if let Event::Json(Value::Object(m)) = e {
+                        if m.get(key).is_some_and(Value::is_null) {
+                            m.remove(key);
+                        }
+                    }
+                }
+            }
+            Rule::MetaReadwrite(_) => {
+                for e in events.iter_mut() {
+                    let Event::Json(Value::Object(m)) = e else {
+                        continue;
+                    };
+                    let Some(Value::Object(ifaces)) = m.get_mut("meta") else {
+                        continue;
+                    };
+                    for iface in ifaces.values_mut() {
+                        let Some(Value::Object(props)) = iface.get_mut("properties") else {
+                            continue;
+                        };
+                        for p in props.values_mut() {
+                            if let Some(f) = p.get_mut("flags").filter(|f| *f == "rw") {
+                                *f = "r".into();
+                            }
+                        }
+                    }
+                }
+            }
+            Rule::DropMeta { interface, .. } => {
+                for e in events.iter_mut() {
+                    if let Event::Json(Value::Object(m)) = e {
+                        if let Some(Value::Object(ifaces)) = m.get_mut("meta") {
+                            ifaces.remove(interface);
+                        }
+                    }
+                }
+            }
+            Rule::DropNotifyPath { path, .. } => {
+                for e in events.iter_mut() {
+                    if let Event::Json(Value::Object(m)) = e {
+                        if let Some(Value::Object(paths)) = m.get_mut("notify") {
+                            paths.remove(path);
+                        }
+                    }
+                }
+            }
+            Rule::DropProperty {
+                interface,
+                property,
+                ..
+            } => {
+                for e in events.iter_mut() {
+                    if let Event::Json(Value::Object(m)) = e {
+                        if let Some(Value::Object(paths)) = m.get_mut("notify") {
+                            for object in paths.values_mut() {
+                                if let Some(Value::Object(props)) = object.get_mut(interface) {
+                                    props.remove(property);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
             Rule::ErrorMessage(_) => {
                 for e in events.iter_mut() {
                     if let Event::Json(Value::Object(m)) = e {
@@ -669,6 +814,111 @@ mod tests {
         b.push_data("a", b"!", None);
         assert_ne!(compare(&a, &b), "");
         assert!(Rule::parse("frob a").is_err());
+    }
+
+    /// Each dbus-json3 rule erases exactly its difference and leaves others visible.
+    #[test]
+    fn dbus_rules_erase_their_difference_only() {
+        let json = |v: Value| ("d", Event::Json(v));
+        let erased = |rule: &str, ferry: Value, reference: Value| {
+            let mut a = transcript(vec![json(ferry)]);
+            let mut b = transcript(vec![json(reference)]);
+            let rule = Rule::parse(rule).unwrap();
+            rule.apply(&mut a);
+            rule.apply(&mut b);
+            compare(&a, &b).is_empty()
+        };
+        let reply = |flags: Value| json!({"reply": [[]], "id": "1", "flags": flags});
+        assert!(erased(
+            "drop-null d flags",
+            reply(Value::Null),
+            json!({"reply": [[]], "id": "1"})
+        ));
+        assert!(!erased(
+            "drop-null d flags",
+            reply("<".into()),
+            json!({"reply": [[]], "id": "1"})
+        ));
+        let meta = |flags: &str| json!({"meta": {"I": {"properties": {"P": {"flags": flags}}}}});
+        assert!(erased("meta-readwrite d", meta("rw"), meta("r")));
+        assert!(!erased("meta-readwrite d", meta("w"), meta("r")));
+        let rule = Rule::parse("empty-meta d").unwrap();
+        let mut a = transcript(vec![
+            json(json!({"meta": {}})),
+            json(json!({"owner": null})),
+        ]);
+        let mut b = transcript(vec![json(json!({"owner": null}))]);
+        rule.apply(&mut a);
+        assert_eq!(compare(&a, &b), "");
+        b = transcript(vec![
+            json(json!({"meta": {"I": {}}})),
+            json(json!({"owner": null})),
+        ]);
+        rule.apply(&mut b);
+        assert_ne!(compare(&a, &b), "");
+        let two = json!({"meta": {"A": {}, "B": {}}});
+        assert!(erased(
+            "drop-meta d B",
+            two.clone(),
+            json!({"meta": {"A": {}}})
+        ));
+        assert!(!erased("drop-meta d B", two, json!({"meta": {"B": {}}})));
+        let notify = json!({"notify": {"/a": {"I": {"P": 1}}, "/b": {"I": {"P": 2}}}});
+        assert!(erased(
+            "drop-notify-path d /a",
+            notify.clone(),
+            json!({"notify": {"/b": {"I": {"P": 2}}}})
+        ));
+        assert!(erased(
+            "drop-property d I P",
+            notify.clone(),
+            json!({"notify": {"/a": {"I": {}}, "/b": {"I": {}}}})
+        ));
+        assert!(!erased(
+            "drop-property d I P",
+            notify,
+            json!({"notify": {"/a": {"I": {}}}})
+        ));
+    }
+
+    #[test]
+    fn internal_bus_values_of_the_process_are_normalised_only() {
+        let env = |vars: Value| {
+            let mut t = transcript(vec![(
+                "i",
+                Event::Json(json!({"notify": {"/environment":
+                    {"cockpit.Environment": {"Variables": vars}}}})),
+            )]);
+            normalise(&mut t, &BTreeMap::new());
+            t
+        };
+        let ferry = env(json!({"HOME": "/root"}));
+        assert_eq!(
+            compare(&ferry, &env(json!({"HOME": "/root", "PYTHONPATH": "/x"}))),
+            ""
+        );
+        assert_ne!(
+            compare(&ferry, &env(json!({"HOME": "/root", "USER": "root"}))),
+            ""
+        );
+        let manifests = |text: &str| {
+            let mut t = transcript(vec![(
+                "i",
+                Event::Json(json!({"notify": {"/packages":
+                    {"cockpit.Packages": {"Manifests": text}}}})),
+            )]);
+            normalise(&mut t, &BTreeMap::new());
+            t
+        };
+        let compact = manifests(r#"{"a":{"b":1},"c":2}"#);
+        assert_eq!(
+            compare(&compact, &manifests(r#"{"c": 2, "a": {"b": 1}}"#)),
+            ""
+        );
+        assert_ne!(
+            compare(&compact, &manifests(r#"{"c": 2, "a": {"b": 3}}"#)),
+            ""
+        );
     }
 
     #[test]
