@@ -16,6 +16,7 @@ mod info;
 mod inotify;
 mod metrics1;
 mod samplers;
+mod session_control;
 
 use crate::channel::{Channel, ChannelError, ChannelResult};
 
@@ -36,6 +37,7 @@ pub async fn run(ch: &mut Channel) -> ChannelResult {
         }
         "fsinfo" => fsinfo::run(ch).await,
         "info" => info::run(ch).await,
+        "session-control" => session_control::run(ch).await,
         "dbus-json3" => crate::dbus::channel::run(ch).await,
         other => Err(ChannelError::new(ferry_protocol::problem::NOT_SUPPORTED)
             .message(format!("payload type {other:?} is not supported"))),

@@ -505,7 +505,7 @@ fn etc_cockpit() -> String {
 /// The value of `key` in `[section]` of `cockpit.conf`, from the first configuration directory
 /// (`XDG_CONFIG_DIRS`, default `/etc`) that has one. Sections are case-sensitive and keys are
 /// not, as in Python's configparser, which Cockpit uses.
-fn config_value(section: &str, key: &str) -> Option<String> {
+pub(crate) fn config_value(section: &str, key: &str) -> Option<String> {
     let dirs = std::env::var("XDG_CONFIG_DIRS").unwrap_or_default();
     let text = dirs
         .split(':')

@@ -7,4 +7,5 @@ mod fs;
 mod interact;
 mod packages;
 mod protocol;
+mod session;
 mod stream;
