@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use ferry_launcher::local_packages::{self, PackagesFrom};
 use ferry_launcher::prompt::{Answerer, Conversation};
 use ferry_launcher::{BootOptions, Hop, LaunchError, Route, Stats};
 use ferry_protocol::control;
@@ -59,6 +60,11 @@ enum Command {
     Connect {
         #[arg(required = true, value_name = "HOP")]
         hops: Vec<Hop>,
+        /// Where the web console's files (the packages channel) come from: the remote's own,
+        /// or this machine's when it has none (auto); always this machine's (local); always
+        /// the remote's (remote).
+        #[arg(long, value_name = "FROM", default_value = "auto")]
+        packages: PackagesFrom,
     },
     /// cockpit-ws's login command (`[Ssh-Login] Command = ferry cockpit-ssh`): take the login
     /// page's credentials, reach DESTINATION over ssh, and speak the Cockpit protocol.
@@ -67,6 +73,9 @@ enum Command {
         /// `[USER@]HOST[:PORT]`, as cockpit-ws appends it.
         #[arg(value_name = "DESTINATION", allow_hyphen_values = true)]
         destination: String,
+        /// Where the web console's files come from (as for `connect`).
+        #[arg(long, value_name = "FROM", default_value = "auto")]
+        packages: PackagesFrom,
     },
     /// List the embedded bridge images.
     Payloads {
@@ -132,12 +141,20 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
         ssh_options: Vec::new(),
     };
     let mut login_destination = None;
+    let mut packages_from = PackagesFrom::Auto;
     let (route, command) = match cli.command {
         Command::Payloads { unpack } => return payloads_command(unpack),
         Command::Run { hops, command } => (Route::new(hops), Some(command)),
-        Command::Connect { hops } => (Route::new(hops), None),
-        Command::CockpitSsh { destination } => {
+        Command::Connect { hops, packages } => {
+            packages_from = packages;
+            (Route::new(hops), None)
+        }
+        Command::CockpitSsh {
+            destination,
+            packages,
+        } => {
             login_destination = Some(destination);
+            packages_from = packages;
             (Route::new(Vec::new()), None)
         }
     };
@@ -159,14 +176,15 @@ fn real_main(cli: Cli) -> anyhow::Result<u8> {
     let outcome = runtime.block_on(async {
         let work = async {
             if let Some(destination) = &login_destination {
-                return cockpit_ssh(destination, &conversation, &opts).await;
+                return cockpit_ssh(destination, &conversation, &opts, packages_from).await;
             }
-            let session = ferry_launcher::boot(&route, &payloads::images(), &opts).await?;
+            let images = payloads::images();
+            let session = ferry_launcher::boot(&route, &images, &opts).await?;
             match &command {
                 Some(command) => ferry_launcher::run(session, command).await,
                 None => {
                     let pending = conversation.take_pending().await;
-                    ferry_launcher::connect(session, pending).await
+                    local_packages::connect(session, pending, &images, packages_from).await
                 }
             }
         };
@@ -199,6 +217,7 @@ async fn cockpit_ssh(
     destination: &str,
     conversation: &std::sync::Arc<Conversation>,
     opts: &BootOptions,
+    packages_from: PackagesFrom,
 ) -> Result<(i32, Stats), LaunchError> {
     use ferry_launcher::cockpit_ssh;
     use tokio::io::AsyncWriteExt;
@@ -208,23 +227,23 @@ async fn cockpit_ssh(
         ssh_options: login.ssh_options.clone(),
         ..opts.clone()
     };
-    let session =
-        match ferry_launcher::boot(&Route::new(vec![hop]), &payloads::images(), &opts).await {
-            Ok(session) => session,
-            Err(err) => {
-                if let Some(hosts) = login.known_hosts().filter(|h| !h.is_empty()) {
-                    eprintln!("ferry: {err}");
-                    let frame = control::init_problem(err.problem(), &err.to_string())
-                        .with("known-hosts", hosts)
-                        .into_frame();
-                    let mut out = tokio::io::stdout();
-                    let _ = out.write_all(&frame.to_bytes()).await;
-                    let _ = out.flush().await;
-                    return Ok((i32::from(err.exit_code()), opts.meter.stats()));
-                }
-                return Err(err);
+    let images = payloads::images();
+    let session = match ferry_launcher::boot(&Route::new(vec![hop]), &images, &opts).await {
+        Ok(session) => session,
+        Err(err) => {
+            if let Some(hosts) = login.known_hosts().filter(|h| !h.is_empty()) {
+                eprintln!("ferry: {err}");
+                let frame = control::init_problem(err.problem(), &err.to_string())
+                    .with("known-hosts", hosts)
+                    .into_frame();
+                let mut out = tokio::io::stdout();
+                let _ = out.write_all(&frame.to_bytes()).await;
+                let _ = out.flush().await;
+                return Ok((i32::from(err.exit_code()), opts.meter.stats()));
             }
-        };
+            return Err(err);
+        }
+    };
     if let Some(message) = login.login_data() {
         let mut out = tokio::io::stdout();
         let sent = out.write_all(&message.into_frame().to_bytes()).await;
@@ -233,7 +252,7 @@ async fn cockpit_ssh(
         }
     }
     let pending = conversation.take_pending().await;
-    ferry_launcher::connect(session, pending).await
+    local_packages::connect(session, pending, &images, packages_from).await
 }
 
 /// The first of SIGTERM, SIGINT and SIGHUP to arrive (its number). Never, if they cannot be

@@ -17,6 +17,7 @@ pub mod cockpit_ssh;
 mod error;
 mod hop;
 mod images;
+pub mod local_packages;
 pub mod login_shell;
 pub mod prompt;
 pub mod ssh;

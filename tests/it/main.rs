@@ -11,6 +11,7 @@ mod hop_words;
 mod hops;
 mod lifecycle;
 mod loader;
+mod packages;
 mod prompts;
 mod shipped;
 mod ssh_config;
