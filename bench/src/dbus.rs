@@ -6,7 +6,9 @@
 //! - call round trip: one `call` of `org.ferry.Test.Types` (every D-Bus type, echoed back) to
 //!   its `reply`, with `type` in the call, and without it (the bridge uses the signature it
 //!   introspected once for the channel); median of many, one call at a time, alternating
-//!   between the bridges so that each is measured in the same moments;
+//!   between the bridges so that each is measured in the same moments; and the same call
+//!   without a bridge, from this process through the D-Bus connection of ferry's bridge (the
+//!   bus and the service alone: what every bridge adds to);
 //! - signal throughput: an `add-match` for the service's `Signal`, then one call of
 //!   `Flood(N)`, which has the bus handle N signals before it replies: N divided by the time
 //!   from the call to its reply (every signal comes before the reply). Each bridge floods
@@ -28,6 +30,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use ferry_testbed::{Component, TestBuses, TEST_NAME};
 use serde_json::{json, Value};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use ferry_bridge::dbus::connection::{Connection, Event};
+use ferry_bridge::dbus::message::Message;
 
 use crate::bridge::{ferry_bridge, median, us, Bridge, Scratch};
 
@@ -136,9 +142,11 @@ pub fn run(args: &[String]) -> Result<()> {
 
     let mut measured: Vec<Vec<Measures>> = peers.iter().map(|_| Vec::new()).collect();
     let mut service: Vec<f64> = Vec::new();
+    let mut alone: Vec<Duration> = Vec::new();
     for run in 1..=o.runs {
         eprintln!("run {run}/{}: call round trips, alternating", o.runs);
-        let trips = round_trips(&peers, &buses, &o)?;
+        let (trips, direct) = round_trips(&peers, &buses, &o)?;
+        alone.push(direct);
         eprintln!("run {run}/{}: signal floods", o.runs);
         // The bus alone first (through ferry's bridge, with no match rule), then each bridge
         // in turn.
@@ -154,7 +162,13 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let results: Vec<Measures> = measured.iter().map(|runs| medians(runs)).collect();
     service.sort_by(f64::total_cmp);
-    print_table(&peers, &results, service[service.len() / 2], &o);
+    print_table(
+        &peers,
+        &results,
+        median(&mut alone),
+        service[service.len() / 2],
+        &o,
+    );
     drop(buses);
     Ok(())
 }
@@ -237,13 +251,51 @@ fn types_args() -> Value {
     ])
 }
 
+/// The test service called from this process, without a bridge.
+struct Direct {
+    runtime: tokio::runtime::Runtime,
+    conn: Connection,
+    /// Kept open: the connection's reader stops when nobody takes its events.
+    _events: UnboundedReceiver<Event>,
+}
+
+impl Direct {
+    fn connect(buses: &TestBuses) -> Result<Direct> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (conn, events) = runtime
+            .block_on(Connection::open(&buses.system, true))
+            .context("connecting to the test bus")?;
+        Ok(Direct {
+            runtime,
+            conn,
+            _events: events,
+        })
+    }
+
+    /// `Types` with `args`, from JSON to the wire and back: the time and the values answered.
+    fn types(&mut self, args: &Value) -> Result<(Duration, usize)> {
+        let t = Instant::now();
+        let m = Message::method_call(Some(TEST_NAME), PATH, IFACE, "Types")
+            .with_body(TYPES, args)
+            .map_err(|e| anyhow::anyhow!("{}", e.0))?;
+        let reply = self
+            .runtime
+            .block_on(self.conn.call(m, Duration::from_secs(60)))?;
+        let values = reply.args()?;
+        Ok((t.elapsed(), values.len()))
+    }
+}
+
 /// Call round trips through every bridge, alternating: per bridge, the median with `type` and
-/// the median without.
+/// the median without; and last, the median without a bridge.
 fn round_trips(
     peers: &[Peer],
     buses: &TestBuses,
     o: &Options,
-) -> Result<Vec<(Duration, Duration)>> {
+) -> Result<(Vec<(Duration, Duration)>, Duration)> {
+    let mut direct = Direct::connect(buses)?;
     let mut sessions = Vec::new();
     for peer in peers {
         let mut b = start(peer, buses)?;
@@ -278,9 +330,15 @@ fn round_trips(
             call(b, peer.name, true)?;
         }
     }
+    let mut alone = Vec::new();
     let mut typed: Vec<Vec<Duration>> = peers.iter().map(|_| Vec::new()).collect();
     let mut untyped: Vec<Vec<Duration>> = peers.iter().map(|_| Vec::new()).collect();
     for trip in 0..o.round_trips {
+        let (took, got) = direct.types(&args)?;
+        if got != expected {
+            bail!("without a bridge, Types answered {got} values, not {expected}");
+        }
+        alone.push(took);
         for (((b, peer), typed), untyped) in sessions
             .iter_mut()
             .zip(peers)
@@ -301,11 +359,12 @@ fn round_trips(
     for b in sessions {
         b.finish();
     }
-    Ok(typed
+    let bridges = typed
         .iter_mut()
         .zip(&mut untyped)
         .map(|(t, u)| (median(t), median(u)))
-        .collect())
+        .collect();
+    Ok((bridges, median(&mut alone)))
 }
 
 /// One flood of `n` signals in a session of its own: signals per second, from the call of
@@ -357,7 +416,7 @@ fn flood(peer: &Peer, buses: &TestBuses, n: u32, subscribe: bool) -> Result<f64>
     Ok(f64::from(n) / took.as_secs_f64().max(1e-9))
 }
 
-fn print_table(peers: &[Peer], results: &[Measures], service: f64, o: &Options) {
+fn print_table(peers: &[Peer], results: &[Measures], alone: Duration, service: f64, o: &Options) {
     let ferry = &results[0];
     let reference = |name: &str| {
         peers
@@ -418,6 +477,25 @@ fn print_table(peers: &[Peer], results: &[Measures], service: f64, o: &Options) 
     };
     time("call round trip, with type", |m| m.typed);
     time("call round trip, without type", |m| m.untyped);
+    println!("{:<32} {:>13}", "  without a bridge", us(alone));
+    // What each bridge adds to the call without a bridge.
+    let added = |name: &str, f: fn(&Measures) -> Duration| {
+        let add = |m: &Measures| f(m).saturating_sub(alone);
+        let x = |r: Option<Measures>| {
+            r.map(|r| add(ferry).as_secs_f64() / add(&r).as_secs_f64().max(1e-9))
+        };
+        row(
+            name,
+            us(add(ferry)),
+            r287.map(|r| us(add(&r))),
+            r337.map(|r| us(add(&r))),
+            x(r287),
+            x(r337),
+            None,
+        );
+    };
+    added("  added by the bridge, with type", |m| m.typed);
+    added("  added, without type", |m| m.untyped);
     let rate = |r: f64| format!("{r:.0}/s");
     let x = |r: Option<Measures>| r.map(|r| ferry.signals / r.signals.max(1e-9));
     row(
