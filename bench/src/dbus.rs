@@ -9,11 +9,12 @@
 //!   between the bridges so that each is measured in the same moments; and the same call
 //!   without a bridge, from this process through the D-Bus connection of ferry's bridge (the
 //!   bus and the service alone: what every bridge adds to);
-//! - signal throughput: an `add-match` for the service's `Signal`, then one call of
-//!   `Flood(N)`, which has the bus handle N signals before it replies: N divided by the time
-//!   from the call to its reply (every signal comes before the reply). Each bridge floods
-//!   alone, in a session of its own. The bus's own pace is the same call with no match rule
-//!   (the bus then drops the signals): no bridge can forward signals faster than that.
+//! - signal throughput: one call of the service's `Flood(N)`, which has a second connection
+//!   of the service (`org.ferry.Test.Flood`) send N signals at once and replies when the bus
+//!   has handled them all; a second channel, for that name, has an `add-match` for them. N
+//!   divided by the time from the call until its reply and every signal are through. Each
+//!   bridge floods alone, in a session of its own. The bus's own pace is the same call with
+//!   no match rule (the bus then drops the signals): no bridge can pass signals on faster.
 //!
 //! Options: `--runs N` (default 5: everything is measured N times, and the table shows the
 //! medians), `--round-trips N` (per run, per bridge and kind; default 300), `--signals N` (per
@@ -28,21 +29,21 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use ferry_bridge::dbus::connection::{Connection, Event};
+use ferry_bridge::dbus::message::Message;
 use ferry_testbed::{Component, TestBuses, TEST_NAME};
 use serde_json::{json, Value};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use ferry_bridge::dbus::connection::{Connection, Event};
-use ferry_bridge::dbus::message::Message;
-
 use crate::bridge::{ferry_bridge, median, us, Bridge, Scratch};
 
-/// The test service's object and interface.
+/// The test service's object.
 const PATH: &str = "/org/ferry/Test";
+/// The test service's interface.
 const IFACE: &str = "org.ferry.Test";
 /// The name of the test service's connection that sends the signals of `Flood`.
 const FLOOD_NAME: &str = "org.ferry.Test.Flood";
-/// The signature of `Types`, and arguments for it: one value of every type.
+/// The signature of `Types`: one value of every type.
 const TYPES: &str = "ybnqiuxtdsogvayasa{sv}a{is}(is)aay";
 /// A call round trip at most this fraction of each reference's.
 const ROUND_TRIP_TARGET: f64 = 0.5;
@@ -517,4 +518,19 @@ fn print_table(peers: &[Peer], results: &[Measures], alone: Duration, service: f
         "ratio = ferry-bridge / reference (times: lower is better; signals: higher is better); \
          a missed target is reported, not a failure."
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let o = parse_options(&args(&["--runs", "3", "--signals", "10"])).unwrap();
+        assert_eq!((o.runs, o.round_trips, o.signals), (3, 300, 10));
+        assert!(parse_options(&args(&["--runs", "0"])).is_err());
+        assert!(parse_options(&args(&["--round-trips"])).is_err());
+        assert!(parse_options(&args(&["--size", "1G"])).is_err());
+    }
 }
