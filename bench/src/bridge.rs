@@ -21,7 +21,7 @@
 //!
 //! The table marks each target as met or not; missing a target is not a failure.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -101,10 +101,11 @@ fn parse_options(args: &[String]) -> Result<Options> {
     Ok(o)
 }
 
-/// ferry's bridge: `--ferry`, `FERRY_BRIDGE`, or unpacked from `FERRY_BIN`.
-fn ferry_bridge(o: &Options, scratch: &Path) -> Result<PathBuf> {
-    if let Some(p) = &o.ferry {
-        return Ok(p.clone());
+/// ferry's bridge: `explicit` (a `--ferry` option), `FERRY_BRIDGE`, or unpacked from
+/// `FERRY_BIN` into `scratch`.
+pub(crate) fn ferry_bridge(explicit: Option<&Path>, scratch: &Path) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        return Ok(p.to_owned());
     }
     if let Some(p) = std::env::var_os("FERRY_BRIDGE") {
         return Ok(PathBuf::from(p));
@@ -127,8 +128,8 @@ fn ferry_bridge(o: &Options, scratch: &Path) -> Result<PathBuf> {
 
 pub fn run(args: &[String]) -> Result<()> {
     let o = parse_options(args)?;
-    let scratch = Scratch::new()?;
-    let ferry = ferry_bridge(&o, scratch.path())?;
+    let scratch = Scratch::new("bridge")?;
+    let ferry = ferry_bridge(o.ferry.as_deref(), scratch.path())?;
     if !ferry.exists() {
         bail!("ferry's bridge {} does not exist", ferry.display());
     }
@@ -186,18 +187,19 @@ pub fn run(args: &[String]) -> Result<()> {
 }
 
 /// A private temporary directory, removed when dropped.
-struct Scratch(PathBuf);
+pub(crate) struct Scratch(PathBuf);
 
 impl Scratch {
-    fn new() -> Result<Scratch> {
-        let dir = std::env::temp_dir().join(format!("ferry-bench-bridge-{}", std::process::id()));
+    /// `ferry-bench-NAME-PID` in the temporary directory.
+    pub(crate) fn new(name: &str) -> Result<Scratch> {
+        let dir = std::env::temp_dir().join(format!("ferry-bench-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
         Ok(Scratch(dir))
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 }
@@ -346,7 +348,7 @@ fn measure_echo(bridges: &[&Path], o: &Options) -> Result<Vec<(Duration, u64, u6
     Ok(results)
 }
 
-fn median(v: &mut [Duration]) -> Duration {
+pub(crate) fn median(v: &mut [Duration]) -> Duration {
     v.sort();
     v[v.len() / 2]
 }
@@ -356,16 +358,20 @@ enum Event {
     Control(Value),
     /// Bytes of data on a channel (the data itself is dropped).
     Data(String, u64),
+    /// A data frame kept whole (a bridge started with [`Bridge::start`] and `keep`).
+    Kept(String, Vec<u8>),
     Eof,
 }
 
 /// A running bridge, its input shared with the reader thread (which answers pings).
-struct Bridge {
+pub(crate) struct Bridge {
     child: Child,
     input: Arc<Mutex<Option<ChildStdin>>>,
     events: Receiver<Event>,
     /// Data bytes seen per channel.
     data: BTreeMap<String, u64>,
+    /// Data frames kept, per channel in arrival order.
+    kept: BTreeMap<String, VecDeque<Vec<u8>>>,
     /// Control messages seen, per (channel, command).
     seen: BTreeMap<(String, String), usize>,
 }
@@ -387,12 +393,18 @@ fn write_to(input: &Mutex<Option<ChildStdin>>, bytes: &[u8]) -> Result<()> {
 
 impl Bridge {
     fn spawn(program: &Path) -> Result<Bridge> {
-        let mut child = Command::new(program)
+        Bridge::start(Command::new(program), false)
+    }
+
+    /// Start `command` as a bridge on stdin/stdout. With `keep`, the payload of every data
+    /// frame is kept for [`Bridge::next_json`]; otherwise only its length is counted.
+    pub(crate) fn start(mut command: Command, keep: bool) -> Result<Bridge> {
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .with_context(|| format!("cannot start {}", program.display()))?;
+            .with_context(|| format!("cannot start {:?}", command.get_program()))?;
         let input = Arc::new(Mutex::new(child.stdin.take()));
         let stdout = child.stdout.take().context("no stdout")?;
         let (tx, events) = mpsc::channel();
@@ -423,7 +435,11 @@ impl Bridge {
                 let channel = String::from_utf8_lossy(&body[..nl]).into_owned();
                 let payload = &body[nl + 1..];
                 if !channel.is_empty() {
-                    let _ = tx.send(Event::Data(channel, payload.len() as u64));
+                    let _ = tx.send(if keep {
+                        Event::Kept(channel, payload.to_vec())
+                    } else {
+                        Event::Data(channel, payload.len() as u64)
+                    });
                     continue;
                 }
                 let Ok(msg) = serde_json::from_slice::<Value>(payload) else {
@@ -445,15 +461,16 @@ impl Bridge {
             input,
             events,
             data: BTreeMap::new(),
+            kept: BTreeMap::new(),
             seen: BTreeMap::new(),
         })
     }
 
-    fn send_frame(&self, channel: &str, payload: &[u8]) -> Result<()> {
+    pub(crate) fn send_frame(&self, channel: &str, payload: &[u8]) -> Result<()> {
         write_to(&self.input, &frame(channel, payload))
     }
 
-    fn send_control(&self, message: &Value) -> Result<()> {
+    pub(crate) fn send_control(&self, message: &Value) -> Result<()> {
         self.send_frame("", message.to_string().as_bytes())
     }
 
@@ -464,6 +481,10 @@ impl Bridge {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.events.recv_timeout(left) {
                 Ok(Event::Data(channel, n)) => *self.data.entry(channel).or_default() += n,
+                Ok(Event::Kept(channel, payload)) => {
+                    *self.data.entry(channel.clone()).or_default() += payload.len() as u64;
+                    self.kept.entry(channel).or_default().push_back(payload);
+                }
                 Ok(Event::Control(msg)) => {
                     let channel = msg["channel"].as_str().unwrap_or("").to_owned();
                     let command = msg["command"].as_str().unwrap_or("").to_owned();
@@ -481,7 +502,7 @@ impl Bridge {
         Ok(())
     }
 
-    fn wait_control(&mut self, channel: &str, command: &str) -> Result<()> {
+    pub(crate) fn wait_control(&mut self, channel: &str, command: &str) -> Result<()> {
         let key = (channel.to_owned(), command.to_owned());
         let want = self.seen.get(&key).copied().unwrap_or(0) + 1;
         self.until(&format!("{command} on {channel:?}"), |b| {
@@ -493,7 +514,7 @@ impl Bridge {
         self.wait_control("", "init")
     }
 
-    fn handshake(&mut self) -> Result<()> {
+    pub(crate) fn handshake(&mut self) -> Result<()> {
         self.wait_init()?;
         self.send_control(&json!({"command": "init", "version": 1, "host": "localhost"}))
     }
@@ -504,6 +525,20 @@ impl Bridge {
         self.until(&format!("data on {channel:?}"), |b| {
             b.data.get(channel).copied().unwrap_or(0) >= want
         })
+    }
+
+    /// The next data frame on `channel` (of a bridge started with `keep`), as JSON.
+    pub(crate) fn next_json(&mut self, channel: &str) -> Result<Value> {
+        self.until(&format!("a message on {channel:?}"), |b| {
+            b.kept.get(channel).is_some_and(|q| !q.is_empty())
+        })?;
+        let payload = self
+            .kept
+            .get_mut(channel)
+            .and_then(VecDeque::pop_front)
+            .context("no message kept")?;
+        serde_json::from_slice(&payload)
+            .with_context(|| format!("a message on {channel:?} is not JSON"))
     }
 
     /// Wait for `close` on `channel`; the bytes of data it sent.
@@ -535,7 +570,7 @@ impl Bridge {
     }
 
     /// Close the input and wait for the bridge to exit (kill it if it does not).
-    fn finish(mut self) {
+    pub(crate) fn finish(mut self) {
         if let Ok(mut input) = self.input.lock() {
             input.take();
         }
@@ -576,7 +611,7 @@ fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1000.0)
 }
 
-fn us(d: Duration) -> String {
+pub(crate) fn us(d: Duration) -> String {
     format!("{:.1} us", d.as_secs_f64() * 1e6)
 }
 

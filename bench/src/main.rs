@@ -2,6 +2,7 @@
 
 mod bootstrap;
 mod bridge;
+mod dbus;
 mod hops;
 
 fn main() -> anyhow::Result<()> {
@@ -12,7 +13,8 @@ fn main() -> anyhow::Result<()> {
     match name {
         "bootstrap" => bootstrap::run(rest),
         "bridge" => bridge::run(rest),
+        "dbus" => dbus::run(rest),
         "hops" => hops::run(rest),
-        _ => anyhow::bail!("usage: ferry-bench <bootstrap|bridge|hops> [ARGS...]"),
+        _ => anyhow::bail!("usage: ferry-bench <bootstrap|bridge|dbus|hops> [ARGS...]"),
     }
 }

@@ -18,6 +18,8 @@ use tokio::task::JoinHandle;
 
 use super::message::{Kind, Message};
 
+/// The size of the reader's buffer, in bytes (a larger message is read straight into place).
+const READ_BUFFER: usize = 16 * 1024;
 /// How long a connection may take to authenticate and say `Hello`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(25);
 /// How long the bridge waits for the answer to a call it makes on its own behalf
@@ -218,11 +220,9 @@ impl Connection {
     }
 }
 
-async fn read_loop(
-    mut read: OwnedReadHalf,
-    pending: Pending,
-    events: mpsc::UnboundedSender<Event>,
-) {
+async fn read_loop(read: OwnedReadHalf, pending: Pending, events: mpsc::UnboundedSender<Event>) {
+    // Buffered: a burst of signals is read a socketful at a time, not with two reads each.
+    let mut read = tokio::io::BufReader::with_capacity(READ_BUFFER, read);
     let reason = loop {
         let mut head = [0u8; 16];
         if read.read_exact(&mut head).await.is_err() {
