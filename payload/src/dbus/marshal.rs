@@ -581,9 +581,17 @@ mod tests {
         .unwrap();
         let once = round_trip("a{ds}ad", args);
         assert_eq!(once, round_trip("a{ds}ad", once.clone()));
-        let key = once[0].as_object().unwrap().keys().find(|k| k.contains('e')).unwrap();
+        let key = once[0]
+            .as_object()
+            .unwrap()
+            .keys()
+            .find(|k| k.contains('e'))
+            .unwrap();
         assert_eq!(key.parse::<f64>().unwrap(), 1e42);
-        assert_eq!(once[1][0].as_f64().unwrap().to_bits(), 9.999999999999999e41_f64.to_bits());
+        assert_eq!(
+            once[1][0].as_f64().unwrap().to_bits(),
+            9.999999999999999e41_f64.to_bits()
+        );
     }
 
     #[test]
