@@ -164,17 +164,34 @@ fn build_payload(root: &Path, target: &str, flavour: Flavour) -> Option<PathBuf>
         .env_remove("RUSTFLAGS");
     // A static executable needs no relocations: skip static-pie. The bridge aborts on a panic
     // and never unwinds or prints a backtrace, so its code needs no unwind tables (a sixth of
-    // the image).
+    // the image). The musl targets link with rust-lld (`.cargo/config.toml`), which folds
+    // identical functions (`--icf=all`: many generic instances compile to the same code):
+    // with the switch of x86_64 from GNU ld, 1.2 KB of the compressed image on x86_64
+    // (343,757 -> 342,595 bytes) and 1.6 KB on aarch64 (352,424 -> 350,855). Nothing in the
+    // bridge tells functions apart by address.
     let rustflags: &[&str] = match flavour {
-        Flavour::Plain => &["-Crelocation-model=static", "-Cforce-unwind-tables=no"],
+        Flavour::Plain => &[
+            "-Crelocation-model=static",
+            "-Cforce-unwind-tables=no",
+            "-Clink-arg=--icf=all",
+        ],
         Flavour::MinimalStd => &[
             "-Crelocation-model=static",
             "-Cforce-unwind-tables=no",
+            "-Clink-arg=--icf=all",
             "-Zunstable-options",
             "-Cpanic=immediate-abort",
         ],
         Flavour::StaticGnu => &["-Ctarget-feature=+crt-static"],
     };
+    let mut rustflags = rustflags.to_vec();
+    if target.starts_with("aarch64") && flavour != Flavour::StaticGnu {
+        // LLVM's machine outliner, on by default for AArch64 at opt-level z, moves repeated
+        // instruction sequences into shared functions. The raw image is smaller with it
+        // (601,992 bytes against 643,720) but compresses far worse: 350,855 bytes of zstd
+        // against 335,594 without it. x86_64 leaves the outliner off.
+        rustflags.push("-Cllvm-args=-enable-machine-outliner=never");
+    }
     cmd.env("CARGO_ENCODED_RUSTFLAGS", rustflags.join("\x1f"));
     if flavour == Flavour::MinimalStd {
         // optimize_for_size: std's smaller algorithms (sorting, formatting); 5 KB of the

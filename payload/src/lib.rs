@@ -12,6 +12,8 @@ pub mod dbus;
 mod fdio;
 pub mod flow;
 pub mod interact;
+#[cfg(all(target_os = "linux", target_env = "musl"))]
+mod musl;
 mod output;
 pub mod packages;
 mod process;

@@ -1,7 +1,7 @@
 //! Pseudo-terminals for `stream` channels with `"pty": true`.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use crate::fdio::{cvt, set_nonblocking, Fd};
 
@@ -45,36 +45,54 @@ impl WindowSize {
     }
 }
 
-fn set_cloexec(fd: RawFd) -> io::Result<()> {
-    // SAFETY: fcntl on a descriptor we own; no memory effects.
+/// Open `path` read-write, close-on-exec, without making it the controlling terminal.
+fn open_tty(path: &std::ffi::CStr) -> io::Result<OwnedFd> {
+    // SAFETY: open with a NUL-terminated path; the result is a new descriptor we own.
     unsafe {
-        let flags = cvt(libc::fcntl(fd, libc::F_GETFD))?;
-        cvt(libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC))?;
+        let fd = cvt(libc::open(
+            path.as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        ))?;
+        Ok(OwnedFd::from_raw_fd(fd))
     }
-    Ok(())
 }
 
 /// Open a pseudo-terminal of `size`: returns the master (non-blocking) and the slave.
 /// Both are close-on-exec; the slave is meant for a child's standard descriptors.
+///
+/// What musl's `openpty(3)` does (`/dev/ptmx`, unlock, `/dev/pts/N`), written out here:
+/// musl's own formats the slave's path with `snprintf`, which alone brings `printf` and its
+/// floating-point formatting into the image.
 pub fn open(size: WindowSize) -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut master: libc::c_int = -1;
-    let mut slave: libc::c_int = -1;
-    let ws = size.winsize();
-    // SAFETY: openpty writes two descriptors into the ints we pass; name and termios are
-    // optional (null); the winsize is read only.
+    let master = open_tty(c"/dev/ptmx")?;
+    let mut number: libc::c_uint = 0;
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads an int, TIOCGPTN writes an unsigned int, through the pointers
+    // we pass; both only on the master we own.
     unsafe {
-        cvt(libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            &ws as *const libc::winsize as _,
+        cvt(libc::ioctl(
+            master.as_raw_fd(),
+            libc::TIOCSPTLCK as _,
+            &unlock as *const libc::c_int,
+        ))?;
+        cvt(libc::ioctl(
+            master.as_raw_fd(),
+            libc::TIOCGPTN as _,
+            &mut number as *mut libc::c_uint,
         ))?;
     }
-    // SAFETY: openpty succeeded, so both are open descriptors that nothing else owns.
-    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
-    set_cloexec(master.as_raw_fd())?;
-    set_cloexec(slave.as_raw_fd())?;
+    let path = std::ffi::CString::new(format!("/dev/pts/{number}"))
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let slave = open_tty(&path)?;
+    let ws = size.winsize();
+    // SAFETY: TIOCSWINSZ reads a winsize from the pointer we pass.
+    unsafe {
+        cvt(libc::ioctl(
+            slave.as_raw_fd(),
+            libc::TIOCSWINSZ as _,
+            &ws as *const libc::winsize,
+        ))?;
+    }
     set_nonblocking(master.as_raw_fd(), true)?;
     Ok((master, slave))
 }
