@@ -1,22 +1,34 @@
 //! The privileged bridge: channels opened with `"superuser": "require"` or `"try"` go to a root
-//! copy of this bridge, started by self-replication through `sudo -n` (see `replicate`).
+//! copy of this bridge, started by self-replication through sudo (see `replicate`).
 //!
 //! Behaviour follows Cockpit's Python bridge (`SuperuserRoutingRule`): a session that is
 //! already root handles such channels itself; otherwise they are forwarded whole (the `open`
 //! with its `superuser` field, and everything after it) to the root copy, which is root and so
 //! handles them itself. While the copy is starting, their frames wait; nothing else does. If
 //! it cannot start, `require` channels close with `access-denied` and `try` channels run here.
-//! The copy is started when the client's `init` asks for it (`superuser: {"id": ...}`), or at
-//! the first such channel unless the `init` said `superuser: false`. `superuser-init-done` is
-//! sent once the attempt an `init` asked for has ended, whatever its outcome.
+//! The copy is started when the client's `init` asks for it (`superuser: {"id": ...}`), by the
+//! internal bus's `/superuser` object (`Start`, the front end's "Limited access" switch), or at
+//! the first such channel unless the `init` said `superuser: false` (this last one is ferry's
+//! own: without a prompt, through `sudo -n`). `superuser-init-done` is sent once the attempt an
+//! `init` asked for has ended, whatever its outcome.
+//!
+//! The `/superuser` object (`cockpit.Superuser`, served by `dbus::internal`) reads and drives
+//! this module through a process-wide hub: `Bridges` (`["sudo"]` when sudo is installed, the
+//! name Cockpit's shell manifest gives it), `Current` (`"root"` in a root session, else
+//! `"init"` while an attempt runs, the bridge's name while the copy runs, `"none"`), `Methods`
+//! (`{}`: no bridge has a label), `Start(name)` (returns once the copy said `init`; errors as
+//! 337 names them: `cockpit.Superuser.Error` with sudo's own words, `...Error.Cancelled` when
+//! `Stop` ends the attempt), `Stop()` (its channels close with `terminated`). Every change of
+//! `Current` is announced with `PropertiesChanged` before the reply of the call that caused it.
 
 use std::collections::HashSet;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use ferry_protocol::control::{self, Message};
 use ferry_protocol::{problem, Frame, FrameCodec};
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::output::Out;
@@ -46,13 +58,116 @@ pub(crate) fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// What happened to the root copy.
+/// A D-Bus error: its name and message.
+pub(crate) type BusError = (String, String);
+
+/// The outcome of a `Start` or `Stop` call on `/superuser`.
+pub(crate) type BusResult = Result<(), BusError>;
+
+fn bus_error(name: &str, text: impl Into<String>) -> BusError {
+    (name.to_owned(), text.into())
+}
+
+const ERROR: &str = "cockpit.Superuser.Error";
+
+/// A call on the `/superuser` object that the router's [`Superuser`] answers.
+#[allow(dead_code)] // `Answer` is read once prompts are relayed.
+pub(crate) enum BusRequest {
+    Start(String, oneshot::Sender<BusResult>),
+    Stop(oneshot::Sender<BusResult>),
+    Answer(String),
+}
+
+/// What happened to the root copy (each start is an attempt, numbered: events of an attempt
+/// that was stopped are dropped), or what the internal bus asks.
 pub(crate) enum Event {
-    Started(mpsc::UnboundedSender<Frame>),
-    Failed(String),
+    Started(u64, mpsc::UnboundedSender<Frame>),
+    /// It could not start: sudo's words (or ours).
+    Failed(u64, String),
     /// The root copy closed this channel.
     Closed(String),
-    Ended,
+    Ended(u64),
+    Bus(BusRequest),
+}
+
+/// A signal of the `/superuser` object, for every internal bus connection.
+#[derive(Clone, Debug)]
+#[allow(dead_code)] // `Prompt` is sent once prompts are relayed.
+pub(crate) enum Signal {
+    /// `Current` changed to this.
+    Current(String),
+    /// `Prompt(message, prompt, default, echo, error)`: `prompt` and `error` (what sudo said
+    /// before it asked), as 337 sends them.
+    Prompt { prompt: String, error: String },
+}
+
+/// Shared between the router's [`Superuser`] and the internal bus connections.
+struct Hub {
+    events: mpsc::UnboundedSender<Event>,
+    signals: broadcast::Sender<Signal>,
+    current: String,
+}
+
+static HUB: Mutex<Option<Hub>> = Mutex::new(None);
+
+fn hub<T>(f: impl FnOnce(&mut Option<Hub>) -> T) -> T {
+    f(&mut HUB.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// The privileged bridges this machine offers: `sudo` when it is installed (named as
+/// Cockpit's shell manifest names it: the basename of its `spawn[0]`).
+pub(crate) fn bridges() -> &'static [String] {
+    static BRIDGES: OnceLock<Vec<String>> = OnceLock::new();
+    BRIDGES.get_or_init(|| {
+        let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+        let found = std::env::split_paths(&path).any(|dir| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(dir.join("sudo"))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        });
+        if found {
+            vec!["sudo".to_owned()]
+        } else {
+            Vec::new()
+        }
+    })
+}
+
+/// The `Current` property of `/superuser`.
+pub(crate) fn current() -> String {
+    hub(|h| h.as_ref().map(|h| h.current.clone()))
+        .unwrap_or_else(|| if is_root() { "root" } else { "none" }.to_owned())
+}
+
+/// The signals of `/superuser` from now on (`None` outside a session).
+pub(crate) fn subscribe() -> Option<broadcast::Receiver<Signal>> {
+    hub(|h| h.as_ref().map(|h| h.signals.subscribe()))
+}
+
+/// `Start(name)` or `Stop()`: the result arrives once the router has acted on it (after the
+/// `PropertiesChanged` it causes).
+pub(crate) fn request(
+    make: impl FnOnce(oneshot::Sender<BusResult>) -> BusRequest,
+) -> oneshot::Receiver<BusResult> {
+    let (tx, rx) = oneshot::channel();
+    let request = make(tx);
+    let sent = hub(|h| {
+        h.as_ref()
+            .map(|h| h.events.send(Event::Bus(request)).map_err(|e| e.0))
+    });
+    if let Some(Err(Event::Bus(BusRequest::Start(_, tx) | BusRequest::Stop(tx)))) = sent {
+        let _ = tx.send(Err(bus_error(ERROR, "the bridge is ending")));
+    }
+    rx
+}
+
+/// `Answer(reply)`: the reply to the pending prompt, if there is one.
+pub(crate) fn answer(reply: String) {
+    hub(|h| {
+        if let Some(h) = h {
+            let _ = h.events.send(Event::Bus(BusRequest::Answer(reply)));
+        }
+    });
 }
 
 enum State {
@@ -86,6 +201,14 @@ struct Waiting {
 /// The router's view of the root copy.
 pub(crate) struct Superuser {
     state: State,
+    /// The number of the current (or last) attempt.
+    attempt: u64,
+    /// The bridge being started or running (`sudo`).
+    name: String,
+    /// A `Start` call waiting for the attempt to end.
+    start_reply: Option<oneshot::Sender<BusResult>>,
+    /// `Current` as last announced.
+    announced: String,
     /// Channels routed to the root copy (also those waiting for it).
     routed: HashSet<String>,
     waiting: Vec<Waiting>,
@@ -105,20 +228,74 @@ impl Drop for Superuser {
         if let Some(task) = self.task.take() {
             task.abort();
         }
+        hub(|h| {
+            if h.as_ref()
+                .is_some_and(|h| h.events.same_channel(&self.events.0))
+            {
+                *h = None;
+            }
+        });
     }
 }
 
 impl Superuser {
     pub(crate) fn new(out: mpsc::Sender<Out>) -> Self {
+        let events = mpsc::unbounded_channel();
+        let announced = if is_root() { "root" } else { "none" }.to_owned();
+        hub(|h| {
+            *h = Some(Hub {
+                events: events.0.clone(),
+                signals: broadcast::channel(64).0,
+                current: announced.clone(),
+            })
+        });
         Superuser {
             state: State::Idle,
+            attempt: 0,
+            name: String::new(),
+            start_reply: None,
+            announced,
             routed: HashSet::new(),
             waiting: Vec::new(),
             held: Vec::new(),
             init_done_pending: false,
-            events: mpsc::unbounded_channel(),
+            events,
             out,
             task: None,
+        }
+    }
+
+    /// `Current`, from the state.
+    fn current(&self) -> String {
+        if is_root() {
+            return "root".into();
+        }
+        match self.state {
+            State::Starting => "init".into(),
+            State::Running(_) => self.name.clone(),
+            _ => "none".into(),
+        }
+    }
+
+    /// Announce `Current` if it changed.
+    fn announce(&mut self) {
+        let now = self.current();
+        if now != self.announced {
+            self.announced.clone_from(&now);
+            hub(|h| {
+                if let Some(h) = h {
+                    h.current.clone_from(&now);
+                    let _ = h.signals.send(Signal::Current(now));
+                }
+            });
+        }
+    }
+
+    /// Answer the waiting `Start` call, after announcing what changed.
+    fn reply_start(&mut self, result: BusResult) {
+        self.announce();
+        if let Some(tx) = self.start_reply.take() {
+            let _ = tx.send(result);
         }
     }
 
@@ -146,31 +323,79 @@ impl Superuser {
             serde_json::Value::String(s) => s == "any" || s == "sudo",
             _ => false,
         };
-        if !wanted || is_root() {
+        if !wanted || is_root() || bridges().is_empty() {
             if !wanted {
                 self.state = State::Disabled;
             }
             return Some(Message::new("superuser-init-done"));
         }
         self.init_done_pending = true;
-        self.start();
+        self.start(false);
         None
     }
 
-    fn start(&mut self) {
-        if matches!(self.state, State::Idle) {
-            self.state = State::Starting;
-            self.task = Some(tokio::spawn(run_peer(
-                self.out.clone(),
-                self.events.0.clone(),
-            )));
+    /// Start an attempt (the state is not `Starting` or `Running`). `interactive`: a person
+    /// can answer sudo's prompt (else sudo may not ask).
+    fn start(&mut self, interactive: bool) {
+        let _ = interactive;
+        self.attempt += 1;
+        self.name = bridges().first().cloned().unwrap_or_else(|| "sudo".into());
+        self.state = State::Starting;
+        self.task = Some(tokio::spawn(run_peer(
+            self.out.clone(),
+            self.events.0.clone(),
+            self.attempt,
+        )));
+        self.announce();
+    }
+
+    /// `Start(name)` on `/superuser`, as 337's `SuperuserRoutingRule.go`.
+    fn bus_start(&mut self, name: &str, reply: oneshot::Sender<BusResult>) {
+        if self.current() != "none" {
+            let _ = reply.send(Err(bus_error(ERROR, "Superuser bridge already running")));
+            return;
         }
+        if !(name == "any" && !bridges().is_empty() || bridges().iter().any(|b| b == name)) {
+            let _ = reply.send(Err(bus_error(
+                ERROR,
+                format!("Unknown superuser bridge type \"{name}\""),
+            )));
+            return;
+        }
+        self.start_reply = Some(reply);
+        self.start(true);
+    }
+
+    /// `Stop()` on `/superuser`: end the attempt (its `Start` fails with `Cancelled`, as in
+    /// 337) or the root copy. Either way no copy starts by itself afterwards.
+    fn bus_stop(
+        &mut self,
+        reply: oneshot::Sender<BusResult>,
+    ) -> (Vec<(String, Message)>, Vec<Frame>, Vec<Message>) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        let result = match self.state {
+            State::Starting => self.failed(
+                "the attempt was stopped".into(),
+                Some(bus_error(
+                    &format!("{ERROR}.Cancelled"),
+                    "Operation aborted",
+                )),
+            ),
+            State::Running(_) => (Vec::new(), Vec::new(), self.ended()),
+            _ => Default::default(),
+        };
+        self.state = State::Disabled;
+        self.announce();
+        let _ = reply.send(Ok(()));
+        result
     }
 
     /// An `open` with a `superuser` mode, in a session that is not root.
     pub(crate) fn open(&mut self, id: &str, open: &Message, frame: Frame, mode: Mode) -> Route {
-        if matches!(self.state, State::Idle) {
-            self.start();
+        if matches!(self.state, State::Idle) && !bridges().is_empty() {
+            self.start(false);
         }
         match &self.state {
             State::Running(tx) => {
@@ -218,64 +443,107 @@ impl Superuser {
         &mut self,
         event: Event,
     ) -> (Vec<(String, Message)>, Vec<Frame>, Vec<Message>) {
-        let mut local = Vec::new();
-        let mut replay = Vec::new();
-        let mut say = Vec::new();
+        let current = |me: &Self, attempt: u64| attempt == me.attempt && me.task.is_some();
         match event {
-            Event::Started(tx) => {
+            Event::Started(attempt, tx) if current(self, attempt) => {
+                let mut say = Vec::new();
                 for frame in self.held.drain(..) {
                     let _ = tx.send(frame);
                 }
                 self.waiting.clear();
                 self.state = State::Running(tx);
+                self.reply_start(Ok(()));
                 if std::mem::take(&mut self.init_done_pending) {
                     say.push(Message::new("superuser-init-done"));
                 }
+                (Vec::new(), Vec::new(), say)
             }
-            Event::Failed(why) => {
-                log_no_root_copy(&why);
-                self.state = State::Gone;
-                let held = std::mem::take(&mut self.held);
-                for w in self.waiting.drain(..) {
-                    self.routed.remove(&w.id);
-                    match w.mode {
-                        Mode::Require => say.push(
-                            control::close(&w.id, Some(problem::ACCESS_DENIED))
-                                .with("message", why.clone()),
-                        ),
-                        Mode::Try => local.push((w.id, w.open)),
-                    }
-                }
-                // Frames after a `try` channel's `open` are delivered here, in order.
-                let local_ids: HashSet<&str> = local.iter().map(|(id, _)| id.as_str()).collect();
-                for frame in held {
-                    let id = frame_channel(&frame);
-                    let is_open = frame.is_control()
-                        && frame.parse_control().is_ok_and(|m| m.command == "open");
-                    if local_ids.contains(id.as_str()) && !is_open {
-                        replay.push(frame);
-                    }
-                }
-                if std::mem::take(&mut self.init_done_pending) {
-                    say.push(Message::new("superuser-init-done"));
-                }
+            Event::Failed(attempt, why) if current(self, attempt) => {
+                self.task = None;
+                let error = bus_error(ERROR, why.clone());
+                self.failed(why, Some(error))
             }
             Event::Closed(id) => {
                 self.routed.remove(&id);
+                Default::default()
             }
-            Event::Ended => {
+            Event::Ended(attempt) if current(self, attempt) => {
+                self.task = None;
+                let say = self.ended();
                 self.state = State::Gone;
-                let mut ids: Vec<String> = self.routed.drain().collect();
-                ids.sort();
-                for id in ids {
-                    say.push(
-                        control::close(&id, Some(problem::TERMINATED))
-                            .with("message", "the privileged bridge ended"),
-                    );
-                }
+                self.announce();
+                (Vec::new(), Vec::new(), say)
+            }
+            Event::Bus(BusRequest::Start(name, reply)) => {
+                self.bus_start(&name, reply);
+                Default::default()
+            }
+            Event::Bus(BusRequest::Stop(reply)) => self.bus_stop(reply),
+            Event::Bus(BusRequest::Answer(_)) => Default::default(),
+            // An attempt that was stopped meanwhile.
+            Event::Started(..) | Event::Failed(..) | Event::Ended(_) => Default::default(),
+        }
+    }
+
+    /// The attempt failed (or was stopped): `require` channels that waited are denied, `try`
+    /// ones run here; the `Start` call, if any, gets `error`.
+    fn failed(
+        &mut self,
+        why: String,
+        error: Option<BusError>,
+    ) -> (Vec<(String, Message)>, Vec<Frame>, Vec<Message>) {
+        let mut local = Vec::new();
+        let mut replay = Vec::new();
+        let mut say = Vec::new();
+        let line = why
+            .lines()
+            .rfind(|l| !l.trim().is_empty())
+            .unwrap_or("sudo failed")
+            .trim()
+            .to_owned();
+        log_no_root_copy(&line);
+        self.state = State::Gone;
+        let held = std::mem::take(&mut self.held);
+        for w in self.waiting.drain(..) {
+            self.routed.remove(&w.id);
+            match w.mode {
+                Mode::Require => say.push(
+                    control::close(&w.id, Some(problem::ACCESS_DENIED))
+                        .with("message", line.clone()),
+                ),
+                Mode::Try => local.push((w.id, w.open)),
             }
         }
+        // Frames after a `try` channel's `open` are delivered here, in order.
+        let local_ids: HashSet<&str> = local.iter().map(|(id, _)| id.as_str()).collect();
+        for frame in held {
+            let id = frame_channel(&frame);
+            let is_open =
+                frame.is_control() && frame.parse_control().is_ok_and(|m| m.command == "open");
+            if local_ids.contains(id.as_str()) && !is_open {
+                replay.push(frame);
+            }
+        }
+        if let Some(error) = error {
+            self.reply_start(Err(error));
+        }
+        self.announce();
+        if std::mem::take(&mut self.init_done_pending) {
+            say.push(Message::new("superuser-init-done"));
+        }
         (local, replay, say)
+    }
+
+    /// The root copy is gone: every channel routed to it closes with `terminated`.
+    fn ended(&mut self) -> Vec<Message> {
+        let mut ids: Vec<String> = self.routed.drain().collect();
+        ids.sort();
+        ids.into_iter()
+            .map(|id| {
+                control::close(&id, Some(problem::TERMINATED))
+                    .with("message", "the privileged bridge ended")
+            })
+            .collect()
     }
 }
 
@@ -298,9 +566,9 @@ fn log_no_root_copy(why: &str) {
 }
 
 /// Start the root copy through `sudo -n` and pump frames until it ends.
-async fn run_peer(out: mpsc::Sender<Out>, events: mpsc::UnboundedSender<Event>) {
+async fn run_peer(out: mpsc::Sender<Out>, events: mpsc::UnboundedSender<Event>, attempt: u64) {
     let failed = |why: String| {
-        let _ = events.send(Event::Failed(why));
+        let _ = events.send(Event::Failed(attempt, why));
     };
     let offer = match crate::replicate::own_image() {
         Ok(offer) => offer,
@@ -313,10 +581,11 @@ async fn run_peer(out: mpsc::Sender<Out>, events: mpsc::UnboundedSender<Event>) 
         Ok(started) => started,
         Err(reply) => {
             let stderr = reply.str("stderr").unwrap_or("").trim();
-            let why = stderr
-                .lines()
-                .rfind(|l| !l.trim().is_empty())
-                .unwrap_or_else(|| reply.str("message").unwrap_or("sudo failed"));
+            let why = if stderr.is_empty() {
+                reply.str("message").unwrap_or("sudo failed")
+            } else {
+                stderr
+            };
             return failed(why.to_owned());
         }
     };
@@ -340,7 +609,7 @@ async fn run_peer(out: mpsc::Sender<Out>, events: mpsc::UnboundedSender<Event>) 
         return failed("lost the privileged bridge".into());
     }
     let (tx, mut rx) = mpsc::unbounded_channel::<Frame>();
-    let _ = events.send(Event::Started(tx));
+    let _ = events.send(Event::Started(attempt, tx));
     let downward = async {
         while let Some(frame) = rx.recv().await {
             if sink.send(frame).await.is_err() {
@@ -376,5 +645,5 @@ async fn run_peer(out: mpsc::Sender<Out>, events: mpsc::UnboundedSender<Event>) 
         () = upward => {},
     }
     drop(child);
-    let _ = events.send(Event::Ended);
+    let _ = events.send(Event::Ended(attempt));
 }

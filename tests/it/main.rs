@@ -14,3 +14,4 @@ mod loader;
 mod prompts;
 mod shipped;
 mod ssh_config;
+mod superuser;
