@@ -20,6 +20,13 @@
 //! 337 names them: `cockpit.Superuser.Error` with sudo's own words, `...Error.Cancelled` when
 //! `Stop` ends the attempt), `Stop()` (its channels close with `terminated`). Every change of
 //! `Current` is announced with `PropertiesChanged` before the reply of the call that caused it.
+//!
+//! A `Start` runs `sudo -k -A` as Cockpit's shell manifest does (where `sudo -A --help`
+//! succeeds; else `sudo -n`), with this bridge's own image as askpass (`crate::askpass`): sudo's
+//! prompt becomes the `Prompt` signal (`""`, prompt, `""`, `false`, what sudo said before it) and
+//! `Answer(reply)` goes to sudo. One prompt per attempt: a further one (sudo's "Sorry, try
+//! again.") is refused, so a wrong password fails `Start` with sudo's own words ("1 incorrect
+//! password attempt") after exactly one try. A person has [`PROMPT_TIMEOUT`] to answer.
 
 use std::collections::HashSet;
 use std::sync::{Mutex, OnceLock};
@@ -71,7 +78,6 @@ fn bus_error(name: &str, text: impl Into<String>) -> BusError {
 const ERROR: &str = "cockpit.Superuser.Error";
 
 /// A call on the `/superuser` object that the router's [`Superuser`] answers.
-#[allow(dead_code)] // `Answer` is read once prompts are relayed.
 pub(crate) enum BusRequest {
     Start(String, oneshot::Sender<BusResult>),
     Stop(oneshot::Sender<BusResult>),
@@ -87,12 +93,25 @@ pub(crate) enum Event {
     /// The root copy closed this channel.
     Closed(String),
     Ended(u64),
+    /// sudo asks for a password (through its askpass).
+    Ask(u64, crate::askpass::Ask),
     Bus(BusRequest),
 }
 
+/// Who answers sudo's prompt during an attempt.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Responder {
+    /// Nobody: sudo may not ask (`sudo -n`).
+    Nobody,
+    /// The front end, through the `Prompt` signal and `Answer`.
+    Bus,
+}
+
+/// How long a person may take to answer sudo's prompt (and the root copy to start after it).
+const PROMPT_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// A signal of the `/superuser` object, for every internal bus connection.
 #[derive(Clone, Debug)]
-#[allow(dead_code)] // `Prompt` is sent once prompts are relayed.
 pub(crate) enum Signal {
     /// `Current` changed to this.
     Current(String),
@@ -207,6 +226,11 @@ pub(crate) struct Superuser {
     name: String,
     /// A `Start` call waiting for the attempt to end.
     start_reply: Option<oneshot::Sender<BusResult>>,
+    responder: Responder,
+    /// The attempt's one prompt was asked already: any further one is refused.
+    prompted: bool,
+    /// The prompt waiting for `Answer`.
+    pending_prompt: Option<oneshot::Sender<Option<String>>>,
     /// `Current` as last announced.
     announced: String,
     /// Channels routed to the root copy (also those waiting for it).
@@ -254,6 +278,9 @@ impl Superuser {
             attempt: 0,
             name: String::new(),
             start_reply: None,
+            responder: Responder::Nobody,
+            prompted: false,
+            pending_prompt: None,
             announced,
             routed: HashSet::new(),
             waiting: Vec::new(),
@@ -330,21 +357,24 @@ impl Superuser {
             return Some(Message::new("superuser-init-done"));
         }
         self.init_done_pending = true;
-        self.start(false);
+        self.start(Responder::Nobody);
         None
     }
 
-    /// Start an attempt (the state is not `Starting` or `Running`). `interactive`: a person
-    /// can answer sudo's prompt (else sudo may not ask).
-    fn start(&mut self, interactive: bool) {
-        let _ = interactive;
+    /// Start an attempt (the state is not `Starting` or `Running`); `responder` answers sudo's
+    /// one prompt.
+    fn start(&mut self, responder: Responder) {
         self.attempt += 1;
+        self.responder = responder;
+        self.prompted = false;
+        self.pending_prompt = None;
         self.name = bridges().first().cloned().unwrap_or_else(|| "sudo".into());
         self.state = State::Starting;
         self.task = Some(tokio::spawn(run_peer(
             self.out.clone(),
             self.events.0.clone(),
             self.attempt,
+            responder != Responder::Nobody,
         )));
         self.announce();
     }
@@ -363,7 +393,7 @@ impl Superuser {
             return;
         }
         self.start_reply = Some(reply);
-        self.start(true);
+        self.start(Responder::Bus);
     }
 
     /// `Stop()` on `/superuser`: end the attempt (its `Start` fails with `Cancelled`, as in
@@ -375,6 +405,7 @@ impl Superuser {
         if let Some(task) = self.task.take() {
             task.abort();
         }
+        self.pending_prompt = None;
         let result = match self.state {
             State::Starting => self.failed(
                 "the attempt was stopped".into(),
@@ -395,7 +426,7 @@ impl Superuser {
     /// An `open` with a `superuser` mode, in a session that is not root.
     pub(crate) fn open(&mut self, id: &str, open: &Message, frame: Frame, mode: Mode) -> Route {
         if matches!(self.state, State::Idle) && !bridges().is_empty() {
-            self.start(false);
+            self.start(Responder::Nobody);
         }
         match &self.state {
             State::Running(tx) => {
@@ -479,9 +510,45 @@ impl Superuser {
                 Default::default()
             }
             Event::Bus(BusRequest::Stop(reply)) => self.bus_stop(reply),
-            Event::Bus(BusRequest::Answer(_)) => Default::default(),
+            Event::Bus(BusRequest::Answer(reply)) => {
+                if let Some(tx) = self.pending_prompt.take() {
+                    let _ = tx.send(Some(reply));
+                }
+                Default::default()
+            }
+            Event::Ask(attempt, ask) => {
+                self.ask(attempt, ask);
+                Default::default()
+            }
             // An attempt that was stopped meanwhile.
             Event::Started(..) | Event::Failed(..) | Event::Ended(_) => Default::default(),
+        }
+    }
+
+    /// sudo asks for the password: one prompt per attempt goes to its responder, as 337's
+    /// `SuperuserRoutingRule.do_askpass` sends it (`Prompt("", prompt, "", false, error)`).
+    /// Any further prompt (sudo's "Sorry, try again.") is refused: one try, never a second.
+    fn ask(&mut self, attempt: u64, ask: crate::askpass::Ask) {
+        let live = attempt == self.attempt && matches!(self.state, State::Starting);
+        if !live || std::mem::replace(&mut self.prompted, true) {
+            let _ = ask.reply.send(None);
+            return;
+        }
+        match self.responder {
+            Responder::Nobody => {
+                let _ = ask.reply.send(None);
+            }
+            Responder::Bus => {
+                self.pending_prompt = Some(ask.reply);
+                hub(|h| {
+                    if let Some(h) = h {
+                        let _ = h.signals.send(Signal::Prompt {
+                            prompt: ask.prompt,
+                            error: ask.error,
+                        });
+                    }
+                });
+            }
         }
     }
 
@@ -503,6 +570,7 @@ impl Superuser {
             .to_owned();
         log_no_root_copy(&line);
         self.state = State::Gone;
+        self.pending_prompt = None;
         let held = std::mem::take(&mut self.held);
         for w in self.waiting.drain(..) {
             self.routed.remove(&w.id);
@@ -565,8 +633,15 @@ fn log_no_root_copy(why: &str) {
     eprintln!("ferry-bridge: no administrative access: {why}");
 }
 
-/// Start the root copy through `sudo -n` and pump frames until it ends.
-async fn run_peer(out: mpsc::Sender<Out>, events: mpsc::UnboundedSender<Event>, attempt: u64) {
+/// Start the root copy through sudo and pump frames until it ends. `interactive`: sudo may
+/// ask for a password (through its askpass, when it has one and this bridge's file is there),
+/// as Cockpit's shell manifest runs it (`sudo -k -A`); else it may not (`sudo -n`).
+async fn run_peer(
+    out: mpsc::Sender<Out>,
+    events: mpsc::UnboundedSender<Event>,
+    attempt: u64,
+    interactive: bool,
+) {
     let failed = |why: String| {
         let _ = events.send(Event::Failed(attempt, why));
     };
@@ -574,19 +649,73 @@ async fn run_peer(out: mpsc::Sender<Out>, events: mpsc::UnboundedSender<Event>, 
         Ok(offer) => offer,
         Err(e) => return failed(format!("cannot read this bridge's executable: {e}")),
     };
-    let invocation = ferry_stage1::Invocation::new(vec![offer]);
-    let mut argv: Vec<String> = ["sudo", "-n", "--"].map(String::from).to_vec();
+    let mut invocation = ferry_stage1::Invocation::new(vec![offer]);
+    let askpass = match interactive && crate::askpass::sudo_has_askpass().await {
+        true => {
+            crate::askpass::program().and_then(|p| Some((p, crate::askpass::Agent::new().ok()?)))
+        }
+        false => None,
+    };
+    let (agent, program, stderr) = match askpass {
+        Some((program, (agent, stderr))) => (Some(agent), Some(program), Some(stderr)),
+        None => (None, None, None),
+    };
+    let mut argv: Vec<String> = match agent {
+        Some(_) => ["sudo", "-k", "-A", "--"].as_slice(),
+        None => ["sudo", "-n", "--"].as_slice(),
+    }
+    .iter()
+    .map(|w| (*w).to_owned())
+    .collect();
     argv.extend(invocation.argv());
-    let started = match crate::replicate::start(&argv, &invocation, None).await {
+    let mut env: Vec<(&str, &std::ffi::OsStr)> = Vec::new();
+    let mut handshake = Duration::from_secs(60);
+    if let Some(program) = &program {
+        env.push(("SUDO_ASKPASS", program.as_os_str()));
+        env.push((crate::askpass::ENV, "1".as_ref()));
+        // The loader speaks only after the password has been answered.
+        invocation.timeout = PROMPT_TIMEOUT;
+        handshake = PROMPT_TIMEOUT + handshake;
+    }
+    let ask = |ask: crate::askpass::Ask| {
+        let _ = events.send(Event::Ask(attempt, ask));
+    };
+    let serve_agent = async {
+        match &agent {
+            Some(agent) => agent.run(&ask).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(serve_agent);
+    let mut agent_ended = false;
+    let start = crate::replicate::start_with(&argv, &env, stderr, handshake, &invocation, None);
+    tokio::pin!(start);
+    let started = loop {
+        tokio::select! {
+            started = &mut start => break started,
+            () = &mut serve_agent, if !agent_ended => agent_ended = true,
+        }
+    };
+    let started = match started {
         Ok(started) => started,
         Err(reply) => {
-            let stderr = reply.str("stderr").unwrap_or("").trim();
-            let why = if stderr.is_empty() {
-                reply.str("message").unwrap_or("sudo failed")
-            } else {
-                stderr
+            // sudo's own words since its last prompt, as 337 reports them.
+            let said = match &agent {
+                Some(agent) => {
+                    if !agent_ended {
+                        let _ =
+                            tokio::time::timeout(Duration::from_secs(2), &mut serve_agent).await;
+                    }
+                    agent.said()
+                }
+                None => reply.str("stderr").unwrap_or("").trim().to_owned(),
             };
-            return failed(why.to_owned());
+            let why = if said.is_empty() {
+                reply.str("message").unwrap_or("sudo failed").to_owned()
+            } else {
+                said
+            };
+            return failed(why);
         }
     };
     let crate::replicate::Started {
@@ -640,9 +769,17 @@ async fn run_peer(out: mpsc::Sender<Out>, events: mpsc::UnboundedSender<Event>, 
             }
         }
     };
+    // What the root copy writes to stderr is passed on while it runs.
+    let stderr = async {
+        if !agent_ended {
+            (&mut serve_agent).await;
+        }
+        std::future::pending::<()>().await
+    };
     tokio::select! {
         () = downward => {},
         () = upward => {},
+        () = stderr => {},
     }
     drop(child);
     let _ = events.send(Event::Ended(attempt));

@@ -72,6 +72,15 @@ type Before = (Vec<Seen>, Vec<Value>, Vec<(String, Vec<u8>)>);
 
 /// Read frames until the reply to call `id` on channel `ch`.
 fn until_reply(ferry: &mut Running, ch: &str, id: &str) -> Before {
+    until(
+        ferry,
+        ch,
+        |seen| matches!(seen, Seen::Reply(call, _) if call == id),
+    )
+}
+
+/// Read frames until the bus says what `stop` waits for.
+fn until(ferry: &mut Running, ch: &str, stop: impl Fn(&Seen) -> bool) -> Before {
     let mut seen = Vec::new();
     let mut control = Vec::new();
     let mut other = Vec::new();
@@ -99,12 +108,12 @@ fn until_reply(ferry: &mut Running, ch: &str, id: &str) -> Before {
                 args[4].as_str().unwrap().to_owned(),
             ));
         }
-        if let Some(call) = msg["id"].as_str() {
+        if let Some(call) = msg["id"].as_str().filter(|id| *id != "w") {
             let result = msg.get("reply").or(msg.get("error")).cloned();
             seen.push(Seen::Reply(call.to_owned(), result.unwrap_or_default()));
-            if call == id {
-                return (seen, control, other);
-            }
+        }
+        if seen.last().is_some_and(&stop) {
+            return (seen, control, other);
         }
     }
 }
@@ -211,5 +220,170 @@ fn a_root_session_is_root_already() {
         "Superuser bridge already running",
     );
     assert_eq!(seen, [Seen::Reply("s".into(), running)]);
+    ferry.finish();
+}
+
+// ---------------------------------------------------------------------------------------------
+// A sudo that asks for a password: the prompt is relayed once, the answer reaches sudo once
+
+/// Watches every process's command line and environment for `secret` until stopped; also
+/// notes whether it saw sudo's askpass environment (so the watch covered the start).
+struct ProcWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(Vec<String>, bool)>,
+}
+
+impl ProcWatch {
+    fn start(secret: &'static str) -> ProcWatch {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut hits = Vec::new();
+            let mut saw_askpass = false;
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+                    let dir = entry.path();
+                    for what in ["cmdline", "environ"] {
+                        let Ok(bytes) = std::fs::read(dir.join(what)) else {
+                            continue;
+                        };
+                        let text = String::from_utf8_lossy(&bytes);
+                        if text.contains(secret) {
+                            hits.push(format!("{}/{what}", dir.display()));
+                        }
+                        saw_askpass |= what == "environ" && text.contains("FERRY_ASKPASS=1");
+                    }
+                }
+            }
+            (hits, saw_askpass)
+        });
+        ProcWatch { stop, thread }
+    }
+
+    fn finish(self) -> (Vec<String>, bool) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+/// Every file under `dir` (not following links) that contains `secret`.
+fn files_containing(dir: &std::path::Path, secret: &str) -> Vec<String> {
+    let mut hits = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return hits;
+    };
+    for entry in entries.flatten() {
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
+            hits.extend(files_containing(&entry.path(), secret));
+        } else if kind.is_file() {
+            let bytes = std::fs::read(entry.path()).unwrap_or_default();
+            if String::from_utf8_lossy(&bytes).contains(secret) {
+                hits.push(entry.path().display().to_string());
+            }
+        }
+    }
+    hits
+}
+
+/// `Start("sudo")` as ferry-pw, up to sudo's prompt: what the bus said.
+fn start_until_prompt(ferry: &mut Running) -> Vec<Seen> {
+    let (current, _) = open_bus(ferry, "su");
+    assert_eq!(current, "none");
+    call(ferry, "su", "s", "Start", json!(["sudo"]));
+    let (seen, ..) = until(ferry, "su", |s| {
+        matches!(s, Seen::Prompt(..) | Seen::Reply(..))
+    });
+    let Some(Seen::Prompt(prompt, error)) = seen.last() else {
+        panic!("no prompt: {seen:?}");
+    };
+    assert!(prompt.contains("password for ferry-pw"), "{prompt:?}");
+    assert_eq!(error, "", "nothing said before the first prompt");
+    assert_eq!(seen[0], Seen::Current("init".into()), "{seen:?}");
+    seen
+}
+
+#[test]
+fn the_right_password_reaches_sudo_once_and_nowhere_else() {
+    require!(Component::Sshd);
+    require!(Component::Sudo);
+    let password = ferry_testbed::PASSWORD;
+    let mut ferry = conversation(&["ssh:pw"], json!({}));
+    start_until_prompt(&mut ferry);
+    let watch = ProcWatch::start(password);
+    call(&mut ferry, "su", "a", "Answer", json!([password]));
+    let (seen, ..) = until_reply(&mut ferry, "su", "s");
+    let (hits, saw_askpass) = watch.finish();
+    assert!(hits.is_empty(), "the password is in {hits:?}");
+    assert!(saw_askpass, "the watch never saw sudo run with its askpass");
+    assert_eq!(
+        seen,
+        [
+            Seen::Reply("a".into(), json!([[]])),
+            Seen::Current("sudo".into()),
+            Seen::Reply("s".into(), json!([[]])),
+        ]
+    );
+    assert_eq!(id_u(&mut ferry, "r", "require"), "0");
+    let output = ferry.finish();
+    assert!(
+        !output.stderr_str().contains(password),
+        "the password is in the log"
+    );
+    assert!(
+        !output.stdout_str().contains(password),
+        "the password is in the frames"
+    );
+    let home = ferry_testbed::user("pw").home();
+    let files = files_containing(&home, password);
+    assert!(files.is_empty(), "the password is in {files:?}");
+}
+
+#[test]
+fn a_wrong_password_fails_start_after_one_try() {
+    require!(Component::Sshd);
+    require!(Component::Sudo);
+    let mut ferry = conversation(&["ssh:pw"], json!({}));
+    start_until_prompt(&mut ferry);
+    call(&mut ferry, "su", "a", "Answer", json!(["not the password"]));
+    let (seen, ..) = until_reply(&mut ferry, "su", "s");
+    // sudo asks again ("Sorry, try again."): that prompt is refused, not relayed, and sudo's
+    // own words after it are the error, as 337 reports them.
+    let Some(Seen::Reply(_, error)) = seen.last() else {
+        unreachable!()
+    };
+    assert_eq!(error[0], "cockpit.Superuser.Error", "{error}");
+    let text = error[1][0].as_str().unwrap();
+    assert!(text.contains("1 incorrect password attempt"), "{text:?}");
+    assert_eq!(
+        seen[..seen.len() - 1],
+        [
+            Seen::Reply("a".into(), json!([[]])),
+            Seen::Current("none".into()),
+        ]
+    );
+    assert_eq!(id_u(&mut ferry, "r", "require"), "problem:access-denied");
+    ferry.finish();
+}
+
+#[test]
+fn stop_while_sudo_asks_cancels_start() {
+    require!(Component::Sshd);
+    require!(Component::Sudo);
+    let mut ferry = conversation(&["ssh:pw"], json!({}));
+    start_until_prompt(&mut ferry);
+    call(&mut ferry, "su", "x", "Stop", json!([]));
+    let (seen, ..) = until_reply(&mut ferry, "su", "x");
+    let cancelled = error("cockpit.Superuser.Error.Cancelled", "Operation aborted");
+    assert_eq!(
+        seen,
+        [
+            Seen::Current("none".into()),
+            Seen::Reply("s".into(), cancelled),
+            Seen::Reply("x".into(), json!([[]])),
+        ]
+    );
     ferry.finish();
 }

@@ -162,15 +162,17 @@ pub(crate) async fn start(
     invocation: &Invocation,
     other: Option<(String, Codec, Vec<u8>)>,
 ) -> Result<Started, Message> {
-    start_with(argv, &[], None, invocation, other).await
+    start_with(argv, &[], None, HANDSHAKE, invocation, other).await
 }
 
-/// [`start`] with extra environment variables, and `stderr` as the hop's stderr instead of a
-/// pipe that is passed on (then the failure report has no `stderr`: its reader has it).
+/// [`start`] with extra environment variables, `stderr` as the hop's stderr instead of a
+/// pipe that is passed on (then the failure report has no `stderr`: its reader has it), and
+/// another bound on the whole handshake.
 pub(crate) async fn start_with(
     argv: &[String],
     env: &[(&str, &std::ffi::OsStr)],
     stderr: Option<std::os::fd::OwnedFd>,
+    handshake: Duration,
     invocation: &Invocation,
     other: Option<(String, Codec, Vec<u8>)>,
 ) -> Result<Started, Message> {
@@ -229,7 +231,7 @@ pub(crate) async fn start_with(
         other,
     };
     let sent = tokio::time::timeout(
-        HANDSHAKE,
+        handshake,
         ferry_stage1::send(
             invocation,
             &mut reader,
@@ -267,7 +269,7 @@ pub(crate) async fn start_with(
         Err(_) => Err(failure(
             reason::TIMEOUT,
             problem::TIMEOUT,
-            format!("the loader on the next hop did not answer within {HANDSHAKE:?}"),
+            format!("the loader on the next hop did not answer within {handshake:?}"),
         )),
     }
 }
