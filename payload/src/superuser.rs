@@ -27,6 +27,9 @@
 //! `Answer(reply)` goes to sudo. One prompt per attempt: a further one (sudo's "Sorry, try
 //! again.") is refused, so a wrong password fails `Start` with sudo's own words ("1 incorrect
 //! password attempt") after exactly one try. A person has [`PROMPT_TIMEOUT`] to answer.
+//! The login-time attempt of an `init` runs the same way, but its one prompt goes to the client
+//! as one `authorize` with the challenge `plain1:HEXUSER` (cookies `"0"`, `"1"`, ...), whose
+//! `response` is the login password (empty: none), as 337's `AuthorizeResponder` asks it.
 
 use std::collections::HashSet;
 use std::sync::{Mutex, OnceLock};
@@ -105,6 +108,10 @@ enum Responder {
     Nobody,
     /// The front end, through the `Prompt` signal and `Answer`.
     Bus,
+    /// The client of the session, with one `authorize` (challenge `plain1:HEXUSER`) whose
+    /// answer is the login password: the login-time attempt of an `init`, as 337's
+    /// `AuthorizeResponder`.
+    Authorize,
 }
 
 /// How long a person may take to answer sudo's prompt (and the root copy to start after it).
@@ -229,8 +236,11 @@ pub(crate) struct Superuser {
     responder: Responder,
     /// The attempt's one prompt was asked already: any further one is refused.
     prompted: bool,
-    /// The prompt waiting for `Answer`.
+    /// The prompt waiting for `Answer` (or for the client's `authorize` with this cookie).
     pending_prompt: Option<oneshot::Sender<Option<String>>>,
+    pending_cookie: Option<String>,
+    /// The cookie of the next `authorize` request (`"0"`, `"1"`, ..., as 337 counts them).
+    next_cookie: u64,
     /// `Current` as last announced.
     announced: String,
     /// Channels routed to the root copy (also those waiting for it).
@@ -281,6 +291,8 @@ impl Superuser {
             responder: Responder::Nobody,
             prompted: false,
             pending_prompt: None,
+            pending_cookie: None,
+            next_cookie: 0,
             announced,
             routed: HashSet::new(),
             waiting: Vec::new(),
@@ -357,8 +369,21 @@ impl Superuser {
             return Some(Message::new("superuser-init-done"));
         }
         self.init_done_pending = true;
-        self.start(Responder::Nobody);
+        self.start(Responder::Authorize);
         None
+    }
+
+    /// The client's `authorize` answering ours: its `response` is the password (none when it
+    /// is empty or missing, as 337 reads it).
+    pub(crate) fn authorize(&mut self, msg: &Message) {
+        if self.pending_cookie.is_none() || msg.str("cookie") != self.pending_cookie.as_deref() {
+            return;
+        }
+        self.pending_cookie = None;
+        if let Some(tx) = self.pending_prompt.take() {
+            let response = msg.str("response").filter(|r| !r.is_empty());
+            let _ = tx.send(response.map(str::to_owned));
+        }
     }
 
     /// Start an attempt (the state is not `Starting` or `Running`); `responder` answers sudo's
@@ -368,6 +393,7 @@ impl Superuser {
         self.responder = responder;
         self.prompted = false;
         self.pending_prompt = None;
+        self.pending_cookie = None;
         self.name = bridges().first().cloned().unwrap_or_else(|| "sudo".into());
         self.state = State::Starting;
         self.task = Some(tokio::spawn(run_peer(
@@ -406,6 +432,7 @@ impl Superuser {
             task.abort();
         }
         self.pending_prompt = None;
+        self.pending_cookie = None;
         let result = match self.state {
             State::Starting => self.failed(
                 "the attempt was stopped".into(),
@@ -516,10 +543,7 @@ impl Superuser {
                 }
                 Default::default()
             }
-            Event::Ask(attempt, ask) => {
-                self.ask(attempt, ask);
-                Default::default()
-            }
+            Event::Ask(attempt, ask) => (Vec::new(), Vec::new(), self.ask(attempt, ask)),
             // An attempt that was stopped meanwhile.
             Event::Started(..) | Event::Failed(..) | Event::Ended(_) => Default::default(),
         }
@@ -528,13 +552,23 @@ impl Superuser {
     /// sudo asks for the password: one prompt per attempt goes to its responder, as 337's
     /// `SuperuserRoutingRule.do_askpass` sends it (`Prompt("", prompt, "", false, error)`).
     /// Any further prompt (sudo's "Sorry, try again.") is refused: one try, never a second.
-    fn ask(&mut self, attempt: u64, ask: crate::askpass::Ask) {
+    fn ask(&mut self, attempt: u64, ask: crate::askpass::Ask) -> Vec<Message> {
         let live = attempt == self.attempt && matches!(self.state, State::Starting);
         if !live || std::mem::replace(&mut self.prompted, true) {
             let _ = ask.reply.send(None);
-            return;
+            return Vec::new();
         }
         match self.responder {
+            Responder::Authorize => {
+                let cookie = self.next_cookie.to_string();
+                self.next_cookie += 1;
+                self.pending_prompt = Some(ask.reply);
+                self.pending_cookie = Some(cookie.clone());
+                let hexuser: String = user_name().bytes().map(|b| format!("{b:02x}")).collect();
+                return vec![Message::new("authorize")
+                    .with("challenge", format!("plain1:{hexuser}"))
+                    .with("cookie", cookie)];
+            }
             Responder::Nobody => {
                 let _ = ask.reply.send(None);
             }
@@ -550,6 +584,7 @@ impl Superuser {
                 });
             }
         }
+        Vec::new()
     }
 
     /// The attempt failed (or was stopped): `require` channels that waited are denied, `try`
@@ -571,6 +606,7 @@ impl Superuser {
         log_no_root_copy(&line);
         self.state = State::Gone;
         self.pending_prompt = None;
+        self.pending_cookie = None;
         let held = std::mem::take(&mut self.held);
         for w in self.waiting.drain(..) {
             self.routed.remove(&w.id);
@@ -612,6 +648,36 @@ impl Superuser {
                     .with("message", "the privileged bridge ended")
             })
             .collect()
+    }
+}
+
+/// The user's name, as Python's `getpass.getuser()` finds it (which 337 puts in `plain1:`):
+/// `LOGNAME`, `USER`, `LNAME`, `USERNAME`, then the password database.
+fn user_name() -> String {
+    for var in ["LOGNAME", "USER", "LNAME", "USERNAME"] {
+        if let Some(name) = std::env::var(var).ok().filter(|n| !n.is_empty()) {
+            return name;
+        }
+    }
+    // SAFETY: getpwuid_r writes into the buffers given; pw_name points into `buf`, which
+    // outlives its use here.
+    unsafe {
+        let mut pw: libc::passwd = std::mem::zeroed();
+        let mut buf = vec![0 as libc::c_char; 16384];
+        let mut result = std::ptr::null_mut();
+        libc::getpwuid_r(
+            libc::getuid(),
+            &mut pw,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        );
+        if result.is_null() || pw.pw_name.is_null() {
+            return String::new();
+        }
+        std::ffi::CStr::from_ptr(pw.pw_name)
+            .to_string_lossy()
+            .into_owned()
     }
 }
 

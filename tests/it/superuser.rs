@@ -387,3 +387,92 @@ fn stop_while_sudo_asks_cancels_start() {
     );
     ferry.finish();
 }
+
+// ---------------------------------------------------------------------------------------------
+// The login-time attempt: `init` with `superuser: {"id": "sudo"}`, one `authorize` for the
+// login password, `superuser-init-done` whatever the outcome
+
+/// `ferry connect ssh:pw` with `superuser: {"id": "sudo"}` in our `init`; sudo's prompt comes
+/// as one `authorize`, answered with `response`. Returns every control message up to
+/// `superuser-init-done`.
+fn login_with(response: &str) -> (Running, Vec<Value>) {
+    let mut ferry = conversation(&["ssh:pw"], json!({"superuser": {"id": "sudo"}}));
+    let mut said = Vec::new();
+    loop {
+        let (_, msg) = ferry.recv_control();
+        said.push(msg.clone());
+        if msg["command"] == "authorize" {
+            ferry.send_control(&json!({
+                "command": "authorize", "cookie": msg["cookie"], "response": response,
+            }));
+        }
+        if msg["command"] == "superuser-init-done" {
+            return (ferry, said);
+        }
+    }
+}
+
+/// The one `authorize` among `said`: its challenge is `plain1:` and the user's name in hex.
+fn one_plain1(said: &[Value]) {
+    let asked: Vec<&Value> = said
+        .iter()
+        .filter(|m| m["command"] == "authorize")
+        .collect();
+    assert_eq!(asked.len(), 1, "{said:?}");
+    let hexuser: String = "ferry-pw".bytes().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(
+        asked[0]["challenge"],
+        format!("plain1:{hexuser}"),
+        "{said:?}"
+    );
+    assert!(asked[0]["cookie"].is_string(), "{said:?}");
+}
+
+#[test]
+fn the_login_password_starts_the_root_copy_at_login() {
+    require!(Component::Sshd);
+    require!(Component::Sudo);
+    let (mut ferry, said) = login_with(ferry_testbed::PASSWORD);
+    one_plain1(&said);
+    let (current, _) = open_bus(&mut ferry, "su");
+    assert_eq!(current, "sudo");
+    assert_eq!(id_u(&mut ferry, "r", "require"), "0");
+    let output = ferry.finish();
+    let password = ferry_testbed::PASSWORD;
+    assert!(
+        !output.stderr_str().contains(password),
+        "the password is in the log"
+    );
+}
+
+#[test]
+fn a_wrong_or_no_login_password_is_tried_once_and_init_is_done() {
+    require!(Component::Sshd);
+    require!(Component::Sudo);
+    for response in ["not the password", ""] {
+        let (mut ferry, said) = login_with(response);
+        one_plain1(&said);
+        let (current, _) = open_bus(&mut ferry, "su");
+        assert_eq!(current, "none", "{response:?}");
+        assert_eq!(
+            id_u(&mut ferry, "r", "require"),
+            "problem:access-denied",
+            "{response:?}"
+        );
+        // The front end can still switch administrative access on, with the right password.
+        call(&mut ferry, "su", "s", "Start", json!(["sudo"]));
+        let (seen, ..) = until(&mut ferry, "su", |s| matches!(s, Seen::Prompt(..)));
+        assert_eq!(seen[0], Seen::Current("init".into()), "{seen:?}");
+        call(
+            &mut ferry,
+            "su",
+            "a",
+            "Answer",
+            json!([ferry_testbed::PASSWORD]),
+        );
+        let (seen, ..) = until_reply(&mut ferry, "su", "s");
+        assert_eq!(seen.last(), Some(&Seen::Reply("s".into(), json!([[]]))));
+        assert_eq!(id_u(&mut ferry, "r2", "require"), "0");
+        ferry.finish();
+    }
+}
