@@ -135,23 +135,44 @@ fn recv_fds(sock: RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
 }
 
 /// The program sudo is to run as askpass: the file this bridge runs from (a verified image in
-/// its user's own cache), if it is still there.
+/// its user's own cache, named by its sha256), if it is still there. Another loader may have
+/// put the same image there again since (the link then says "(deleted)"): the name says it is
+/// the same file.
 pub(crate) fn program() -> Option<PathBuf> {
     let path = std::fs::read_link("/proc/self/exe").ok()?;
+    let path = match path.as_os_str().as_bytes().strip_suffix(b" (deleted)") {
+        Some(name) => {
+            let path = PathBuf::from(std::ffi::OsStr::from_bytes(name));
+            let named_by_sha256 = path.file_name().is_some_and(|n| {
+                n.len() == 64
+                    && n.as_bytes()
+                        .iter()
+                        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            });
+            if !named_by_sha256 {
+                return None;
+            }
+            path
+        }
+        None => path,
+    };
     (path.is_absolute() && std::fs::metadata(&path).is_ok_and(|m| m.is_file())).then_some(path)
 }
 
 /// Does this sudo have askpass (`sudo -A --help` succeeds; sudo-rs has no `-A`)?
 pub(crate) async fn sudo_has_askpass() -> bool {
-    let status = tokio::process::Command::new("sudo")
+    let Ok(mut child) = tokio::process::Command::new("sudo")
         .args(["-A", "--help"])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
-        .status();
+        .spawn()
+    else {
+        return false;
+    };
     matches!(
-        tokio::time::timeout(Duration::from_secs(10), status).await,
+        tokio::time::timeout(Duration::from_secs(10), child.wait()).await,
         Ok(Ok(s)) if s.success()
     )
 }

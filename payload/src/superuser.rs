@@ -38,7 +38,7 @@ use std::time::Duration;
 use ferry_protocol::control::{self, Message};
 use ferry_protocol::{problem, Frame, FrameCodec};
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::output::Out;
@@ -80,10 +80,13 @@ fn bus_error(name: &str, text: impl Into<String>) -> BusError {
 
 const ERROR: &str = "cockpit.Superuser.Error";
 
+/// Where the outcome of a `Start` or `Stop` goes (the internal bus connection's reply).
+pub(crate) type BusReply = Box<dyn FnOnce(BusResult) + Send>;
+
 /// A call on the `/superuser` object that the router's [`Superuser`] answers.
 pub(crate) enum BusRequest {
-    Start(String, oneshot::Sender<BusResult>),
-    Stop(oneshot::Sender<BusResult>),
+    Start(String, BusReply),
+    Stop(BusReply),
     Answer(String),
 }
 
@@ -130,8 +133,15 @@ pub(crate) enum Signal {
 /// Shared between the router's [`Superuser`] and the internal bus connections.
 struct Hub {
     events: mpsc::UnboundedSender<Event>,
-    signals: broadcast::Sender<Signal>,
+    /// The internal bus connections, for signals.
+    subscribers: Vec<mpsc::UnboundedSender<Signal>>,
     current: String,
+}
+
+impl Hub {
+    fn signal(&mut self, signal: &Signal) {
+        self.subscribers.retain(|s| s.send(signal.clone()).is_ok());
+    }
 }
 
 static HUB: Mutex<Option<Hub>> = Mutex::new(None);
@@ -166,25 +176,29 @@ pub(crate) fn current() -> String {
 }
 
 /// The signals of `/superuser` from now on (`None` outside a session).
-pub(crate) fn subscribe() -> Option<broadcast::Receiver<Signal>> {
-    hub(|h| h.as_ref().map(|h| h.signals.subscribe()))
+pub(crate) fn subscribe() -> Option<mpsc::UnboundedReceiver<Signal>> {
+    hub(|h| {
+        h.as_mut().map(|h| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            h.subscribers.push(tx);
+            rx
+        })
+    })
 }
 
-/// `Start(name)` or `Stop()`: the result arrives once the router has acted on it (after the
-/// `PropertiesChanged` it causes).
-pub(crate) fn request(
-    make: impl FnOnce(oneshot::Sender<BusResult>) -> BusRequest,
-) -> oneshot::Receiver<BusResult> {
-    let (tx, rx) = oneshot::channel();
-    let request = make(tx);
-    let sent = hub(|h| {
-        h.as_ref()
-            .map(|h| h.events.send(Event::Bus(request)).map_err(|e| e.0))
+/// `Start(name)` or `Stop()`: the reply is given once the router has acted on it, after the
+/// signals it causes were sent to every subscriber.
+pub(crate) fn request(request: BusRequest) {
+    let sent = hub(|h| match h {
+        Some(h) => h.events.send(Event::Bus(request)).map_err(|e| e.0),
+        None => Err(Event::Bus(request)),
     });
-    if let Some(Err(Event::Bus(BusRequest::Start(_, tx) | BusRequest::Stop(tx)))) = sent {
-        let _ = tx.send(Err(bus_error(ERROR, "the bridge is ending")));
+    if let Err(Event::Bus(BusRequest::Start(_, reply) | BusRequest::Stop(reply))) = sent {
+        reply(Err(bus_error(
+            ERROR,
+            "no privileged bridge in this session",
+        )));
     }
-    rx
 }
 
 /// `Answer(reply)`: the reply to the pending prompt, if there is one.
@@ -232,7 +246,7 @@ pub(crate) struct Superuser {
     /// The bridge being started or running (`sudo`).
     name: String,
     /// A `Start` call waiting for the attempt to end.
-    start_reply: Option<oneshot::Sender<BusResult>>,
+    start_reply: Option<BusReply>,
     responder: Responder,
     /// The attempt's one prompt was asked already: any further one is refused.
     prompted: bool,
@@ -279,7 +293,7 @@ impl Superuser {
         hub(|h| {
             *h = Some(Hub {
                 events: events.0.clone(),
-                signals: broadcast::channel(64).0,
+                subscribers: Vec::new(),
                 current: announced.clone(),
             })
         });
@@ -324,7 +338,7 @@ impl Superuser {
             hub(|h| {
                 if let Some(h) = h {
                     h.current.clone_from(&now);
-                    let _ = h.signals.send(Signal::Current(now));
+                    h.signal(&Signal::Current(now));
                 }
             });
         }
@@ -333,8 +347,8 @@ impl Superuser {
     /// Answer the waiting `Start` call, after announcing what changed.
     fn reply_start(&mut self, result: BusResult) {
         self.announce();
-        if let Some(tx) = self.start_reply.take() {
-            let _ = tx.send(result);
+        if let Some(reply) = self.start_reply.take() {
+            reply(result);
         }
     }
 
@@ -406,13 +420,13 @@ impl Superuser {
     }
 
     /// `Start(name)` on `/superuser`, as 337's `SuperuserRoutingRule.go`.
-    fn bus_start(&mut self, name: &str, reply: oneshot::Sender<BusResult>) {
+    fn bus_start(&mut self, name: &str, reply: BusReply) {
         if self.current() != "none" {
-            let _ = reply.send(Err(bus_error(ERROR, "Superuser bridge already running")));
+            reply(Err(bus_error(ERROR, "Superuser bridge already running")));
             return;
         }
         if !(name == "any" && !bridges().is_empty() || bridges().iter().any(|b| b == name)) {
-            let _ = reply.send(Err(bus_error(
+            reply(Err(bus_error(
                 ERROR,
                 format!("Unknown superuser bridge type \"{name}\""),
             )));
@@ -424,10 +438,7 @@ impl Superuser {
 
     /// `Stop()` on `/superuser`: end the attempt (its `Start` fails with `Cancelled`, as in
     /// 337) or the root copy. Either way no copy starts by itself afterwards.
-    fn bus_stop(
-        &mut self,
-        reply: oneshot::Sender<BusResult>,
-    ) -> (Vec<(String, Message)>, Vec<Frame>, Vec<Message>) {
+    fn bus_stop(&mut self, reply: BusReply) -> (Vec<(String, Message)>, Vec<Frame>, Vec<Message>) {
         if let Some(task) = self.task.take() {
             task.abort();
         }
@@ -446,7 +457,7 @@ impl Superuser {
         };
         self.state = State::Disabled;
         self.announce();
-        let _ = reply.send(Ok(()));
+        reply(Ok(()));
         result
     }
 
@@ -576,7 +587,7 @@ impl Superuser {
                 self.pending_prompt = Some(ask.reply);
                 hub(|h| {
                     if let Some(h) = h {
-                        let _ = h.signals.send(Signal::Prompt {
+                        h.signal(&Signal::Prompt {
                             prompt: ask.prompt,
                             error: ask.error,
                         });

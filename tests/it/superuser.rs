@@ -226,32 +226,68 @@ fn a_root_session_is_root_already() {
 // ---------------------------------------------------------------------------------------------
 // A sudo that asks for a password: the prompt is relayed once, the answer reaches sudo once
 
-/// Watches every process's command line and environment for `secret` until stopped; also
-/// notes whether it saw sudo's askpass environment (so the watch covered the start).
+/// Watches the command lines and environments of this test's processes for `secret` until
+/// stopped: ferry's and everything it started here, and the bridge that runs sudo with its
+/// askpass (`FERRY_ASKPASS=1`) with everything under it (sudo, the askpass, the loader, the
+/// root copy). Other processes are not this test's: the machine is shared. Also says whether
+/// it saw sudo's askpass environment at all (so the watch covered the start).
 struct ProcWatch {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: std::thread::JoinHandle<(Vec<String>, bool)>,
 }
 
+/// One process: (pid, parent, command line, environment).
+fn processes() -> Vec<(u32, u32, Vec<u8>, Vec<u8>)> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        let dir = entry.path();
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+        // pid (comm) state ppid ...: the command may hold anything, so read after its `)`.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0);
+        let cmdline = std::fs::read(dir.join("cmdline")).unwrap_or_default();
+        let environ = std::fs::read(dir.join("environ")).unwrap_or_default();
+        all.push((pid, ppid, cmdline, environ));
+    }
+    all
+}
+
 impl ProcWatch {
-    fn start(secret: &'static str) -> ProcWatch {
+    fn start(secret: &'static str, ferry: u32) -> ProcWatch {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stopped = stop.clone();
+        let has = |bytes: &[u8], what: &str| String::from_utf8_lossy(bytes).contains(what);
         let thread = std::thread::spawn(move || {
             let mut hits = Vec::new();
             let mut saw_askpass = false;
             while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
-                for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-                    let dir = entry.path();
-                    for what in ["cmdline", "environ"] {
-                        let Ok(bytes) = std::fs::read(dir.join(what)) else {
-                            continue;
-                        };
-                        let text = String::from_utf8_lossy(&bytes);
-                        if text.contains(secret) {
-                            hits.push(format!("{}/{what}", dir.display()));
-                        }
-                        saw_askpass |= what == "environ" && text.contains("FERRY_ASKPASS=1");
+                let all = processes();
+                let mut ours: std::collections::HashSet<u32> = all
+                    .iter()
+                    .filter(|p| has(&p.3, "FERRY_ASKPASS=1"))
+                    .map(|p| p.1)
+                    .collect();
+                saw_askpass |= !ours.is_empty();
+                ours.insert(ferry);
+                loop {
+                    let more: Vec<u32> = all
+                        .iter()
+                        .filter(|p| ours.contains(&p.1) && !ours.contains(&p.0))
+                        .map(|p| p.0)
+                        .collect();
+                    if more.is_empty() {
+                        break;
+                    }
+                    ours.extend(more);
+                }
+                for (pid, _, cmdline, environ) in &all {
+                    if ours.contains(pid) && (has(cmdline, secret) || has(environ, secret)) {
+                        hits.push(format!("{pid}: {}", String::from_utf8_lossy(cmdline)));
                     }
                 }
             }
@@ -312,7 +348,7 @@ fn the_right_password_reaches_sudo_once_and_nowhere_else() {
     let password = ferry_testbed::PASSWORD;
     let mut ferry = conversation(&["ssh:pw"], json!({}));
     start_until_prompt(&mut ferry);
-    let watch = ProcWatch::start(password);
+    let watch = ProcWatch::start(password, ferry.pid());
     call(&mut ferry, "su", "a", "Answer", json!([password]));
     let (seen, ..) = until_reply(&mut ferry, "su", "s");
     let (hits, saw_askpass) = watch.finish();

@@ -70,7 +70,7 @@ pub fn connect() -> std::io::Result<(Connection, mpsc::UnboundedReceiver<Event>)
 /// Answer calls on `stream` until it closes; send the `/superuser` signals.
 async fn serve(stream: tokio::net::UnixStream) {
     let (read, mut write) = stream.into_split();
-    let (calls_tx, mut calls) = mpsc::channel::<Message>(16);
+    let (calls_tx, mut calls) = mpsc::unbounded_channel::<Message>();
     // Reading is not cancel-safe: it has its own task, and ends with the connection.
     let reader = tokio::spawn(read_calls(read, calls_tx));
     let mut signals = crate::superuser::subscribe();
@@ -93,18 +93,7 @@ async fn serve(stream: tokio::net::UnixStream) {
                 None => break,
                 Some(call) => {
                     let quiet = call.flags & NO_REPLY_EXPECTED != 0;
-                    if let Some(result) = superuser_call(&call) {
-                        let later_tx = later_tx.clone();
-                        tokio::spawn(async move {
-                            let reply = match result.await {
-                                Ok(Ok(())) => Message::method_return(&call),
-                                Ok(Err((name, text))) => Message::error(&call, &name, &text),
-                                Err(_) => Message::error(&call, "cockpit.Superuser.Error", "the bridge is ending"),
-                            };
-                            if !quiet {
-                                let _ = later_tx.send(reply);
-                            }
-                        });
+                    if superuser_call(&call, &later_tx) {
                         continue;
                     }
                     let (reply, signals) = handle(&call);
@@ -129,7 +118,10 @@ async fn serve(stream: tokio::net::UnixStream) {
 }
 
 /// Read method calls from `read` until it closes or sends what is not D-Bus.
-async fn read_calls(mut read: tokio::net::unix::OwnedReadHalf, calls: mpsc::Sender<Message>) {
+async fn read_calls(
+    mut read: tokio::net::unix::OwnedReadHalf,
+    calls: mpsc::UnboundedSender<Message>,
+) {
     loop {
         let mut head = [0u8; 16];
         if read.read_exact(&mut head).await.is_err() {
@@ -151,7 +143,7 @@ async fn read_calls(mut read: tokio::net::unix::OwnedReadHalf, calls: mpsc::Send
         {
             continue;
         }
-        if calls.send(call).await.is_err() {
+        if calls.send(call).is_err() {
             return;
         }
     }
@@ -159,18 +151,11 @@ async fn read_calls(mut read: tokio::net::unix::OwnedReadHalf, calls: mpsc::Send
 
 /// The next `/superuser` signal; `None` when there are no more.
 async fn next_signal(
-    signals: &mut Option<tokio::sync::broadcast::Receiver<crate::superuser::Signal>>,
+    signals: &mut Option<mpsc::UnboundedReceiver<crate::superuser::Signal>>,
 ) -> Option<crate::superuser::Signal> {
-    use tokio::sync::broadcast::error::RecvError;
-    let Some(rx) = signals else {
-        return std::future::pending().await;
-    };
-    loop {
-        match rx.recv().await {
-            Ok(signal) => return Some(signal),
-            Err(RecvError::Lagged(_)) => continue,
-            Err(RecvError::Closed) => return None,
-        }
+    match signals {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -192,24 +177,39 @@ fn superuser_signal(signal: crate::superuser::Signal) -> Message {
     m.clone().with_body(sig, &body).unwrap_or(m)
 }
 
-/// `Start(s)` and `Stop()` on `/superuser`: the privileged bridge answers them later.
-fn superuser_call(
-    call: &Message,
-) -> Option<tokio::sync::oneshot::Receiver<crate::superuser::BusResult>> {
-    use crate::superuser::{request, BusRequest};
+/// `Start(s)` and `Stop()` on `/superuser`: the privileged bridge answers them later, through
+/// `later`. Returns whether `call` was one of them.
+fn superuser_call(call: &Message, later: &mpsc::UnboundedSender<Message>) -> bool {
+    use crate::superuser::{request, BusReply, BusRequest};
     if call.path.as_deref() != Some("/superuser")
         || !matches!(call.interface.as_deref(), None | Some("cockpit.Superuser"))
     {
-        return None;
+        return false;
     }
+    let reply: BusReply = {
+        let (call, later) = (call.clone(), later.clone());
+        Box::new(move |result| {
+            let reply = match result {
+                Ok(()) => Message::method_return(&call),
+                Err((name, text)) => Message::error(&call, &name, &text),
+            };
+            if call.flags & NO_REPLY_EXPECTED == 0 {
+                let _ = later.send(reply);
+            }
+        })
+    };
     match (call.member.as_deref(), call.signature.as_str()) {
         (Some("Start"), "s") => {
-            let name = call.args().ok()?.first()?.as_str()?.to_owned();
-            Some(request(|tx| BusRequest::Start(name, tx)))
+            let name = call
+                .args()
+                .ok()
+                .and_then(|a| a.first()?.as_str().map(str::to_owned));
+            request(BusRequest::Start(name.unwrap_or_default(), reply));
         }
-        (Some("Stop"), "") => Some(request(BusRequest::Stop)),
-        _ => None,
+        (Some("Stop"), "") => request(BusRequest::Stop(reply)),
+        _ => return false,
     }
+    true
 }
 
 /// The reply to `call`, and any signals it causes (sent after the reply).
