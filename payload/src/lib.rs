@@ -6,6 +6,7 @@
 //! The binary (`main.rs`) is a thin wrapper: [`run`] drives one transport, and
 //! [`run_interact`] the `--interact` form of the same protocol.
 
+pub mod askpass;
 pub mod channel;
 mod channels;
 pub mod dbus;

@@ -47,6 +47,10 @@ enum Mode {
 }
 
 fn main() -> std::process::ExitCode {
+    // Run by sudo as its askpass, for the bridge that runs sudo.
+    if let Some(status) = ferry_bridge::askpass::client() {
+        return std::process::ExitCode::from(status);
+    }
     let mut mode = Mode::Frames;
     for arg in std::env::args().skip(1) {
         if let Some(boundary) = arg.strip_prefix("--interact=") {

@@ -340,6 +340,7 @@ impl Router {
             "ping" => {
                 self.send(msg.into_pong()).await?;
             }
+            "authorize" => self.superuser.authorize(&msg),
             "kill" => {
                 self.superuser.kill(&msg);
                 self.kill(msg.str("host"), msg.str("group")).await?;
@@ -347,7 +348,7 @@ impl Router {
             "open" | "close" | "done" | "options" | "ready" => {
                 return Err(bad(format!("{} without \"channel\"", msg.command)));
             }
-            // Unknown messages are ignored (`authorize`, `logout`, `hint`, ...).
+            // Unknown messages are ignored (`logout`, `hint`, ...).
             _ => {}
         }
         Ok(())

@@ -15,3 +15,4 @@ mod packages;
 mod prompts;
 mod shipped;
 mod ssh_config;
+mod superuser;

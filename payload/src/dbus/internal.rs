@@ -18,8 +18,9 @@
 //! The objects are served over an in-memory stream in the D-Bus wire format, by the same codec
 //! that talks to real buses, so a `dbus-json3` channel treats the internal bus like any peer.
 //! `Manifests` is the JSON of the packages the bridge serves (`crate::packages::current()`).
-//! The superuser object is not yet wired to the privileged bridge (`superuser.rs`): `Bridges`
-//! is empty, `Current` is `"none"` and `Start` fails with `cockpit.Superuser.Error`.
+//! `/superuser` is the privileged bridge's (`crate::superuser`): `Start` and `Stop` are
+//! answered once it has acted, after the `PropertiesChanged` of `Current` they cause, and its
+//! signals go to every connection; other calls are answered at once, in order.
 
 use std::collections::BTreeMap;
 use std::ffi::CStr;
@@ -66,10 +67,61 @@ pub fn connect() -> std::io::Result<(Connection, mpsc::UnboundedReceiver<Event>)
     Ok(Connection::start(read, write))
 }
 
-/// Answer calls on `stream` until it closes.
+/// Answer calls on `stream` until it closes; send the `/superuser` signals.
 async fn serve(stream: tokio::net::UnixStream) {
-    let (mut read, mut write) = stream.into_split();
+    let (read, mut write) = stream.into_split();
+    let (calls_tx, mut calls) = mpsc::unbounded_channel::<Message>();
+    // Reading is not cancel-safe: it has its own task, and ends with the connection.
+    let reader = tokio::spawn(read_calls(read, calls_tx));
+    let mut signals = crate::superuser::subscribe();
+    // Replies to `Start` and `Stop`, once the privileged bridge has acted.
+    let (later_tx, mut later) = mpsc::unbounded_channel::<Message>();
     let mut serial = 0u32;
+    loop {
+        // Signals first: a change that a call caused goes out before that call's reply.
+        let out = tokio::select! {
+            biased;
+            signal = next_signal(&mut signals) => match signal {
+                Some(signal) => vec![superuser_signal(signal)],
+                None => {
+                    signals = None;
+                    continue;
+                }
+            },
+            Some(reply) = later.recv() => vec![reply],
+            call = calls.recv() => match call {
+                None => break,
+                Some(call) => {
+                    let quiet = call.flags & NO_REPLY_EXPECTED != 0;
+                    if superuser_call(&call, &later_tx) {
+                        continue;
+                    }
+                    let (reply, signals) = handle(&call);
+                    if quiet {
+                        continue;
+                    }
+                    std::iter::once(reply).chain(signals).collect()
+                }
+            },
+        };
+        for m in out {
+            serial = serial.wrapping_add(1).max(1);
+            let Ok(bytes) = m.encode(serial) else {
+                continue;
+            };
+            if write.write_all(&bytes).await.is_err() {
+                reader.abort();
+                return;
+            }
+        }
+    }
+}
+
+/// Read method calls from `read` until it closes or sends what is not D-Bus.
+async fn read_calls(
+    mut read: tokio::net::unix::OwnedReadHalf,
+    calls: mpsc::UnboundedSender<Message>,
+) {
     loop {
         let mut head = [0u8; 16];
         if read.read_exact(&mut head).await.is_err() {
@@ -91,18 +143,73 @@ async fn serve(stream: tokio::net::UnixStream) {
         {
             continue;
         }
-        let (reply, signals) = handle(&call);
-        if call.flags & NO_REPLY_EXPECTED != 0 {
-            continue;
-        }
-        for m in std::iter::once(reply).chain(signals) {
-            serial = serial.wrapping_add(1).max(1);
-            let Ok(out) = m.encode(serial) else { continue };
-            if write.write_all(&out).await.is_err() {
-                return;
-            }
+        if calls.send(call).is_err() {
+            return;
         }
     }
+}
+
+/// The next `/superuser` signal; `None` when there are no more.
+async fn next_signal(
+    signals: &mut Option<mpsc::UnboundedReceiver<crate::superuser::Signal>>,
+) -> Option<crate::superuser::Signal> {
+    match signals {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A `/superuser` signal as D-Bus sends it.
+fn superuser_signal(signal: crate::superuser::Signal) -> Message {
+    use crate::superuser::Signal;
+    let (m, sig, body) = match signal {
+        Signal::Current(current) => (
+            Message::signal("/superuser", PROPERTIES, "PropertiesChanged"),
+            "sa{sv}as",
+            json!(["cockpit.Superuser", {"Current": {"t": "s", "v": current}}, []]),
+        ),
+        Signal::Prompt { prompt, error } => (
+            Message::signal("/superuser", "cockpit.Superuser", "Prompt"),
+            "sssbs",
+            json!(["", prompt, "", false, error]),
+        ),
+    };
+    m.clone().with_body(sig, &body).unwrap_or(m)
+}
+
+/// `Start(s)` and `Stop()` on `/superuser`: the privileged bridge answers them later, through
+/// `later`. Returns whether `call` was one of them.
+fn superuser_call(call: &Message, later: &mpsc::UnboundedSender<Message>) -> bool {
+    use crate::superuser::{request, BusReply, BusRequest};
+    if call.path.as_deref() != Some("/superuser")
+        || !matches!(call.interface.as_deref(), None | Some("cockpit.Superuser"))
+    {
+        return false;
+    }
+    let reply: BusReply = {
+        let (call, later) = (call.clone(), later.clone());
+        Box::new(move |result| {
+            let reply = match result {
+                Ok(()) => Message::method_return(&call),
+                Err((name, text)) => Message::error(&call, &name, &text),
+            };
+            if call.flags & NO_REPLY_EXPECTED == 0 {
+                let _ = later.send(reply);
+            }
+        })
+    };
+    match (call.member.as_deref(), call.signature.as_str()) {
+        (Some("Start"), "s") => {
+            let name = call
+                .args()
+                .ok()
+                .and_then(|a| a.first()?.as_str().map(str::to_owned));
+            request(BusRequest::Start(name.unwrap_or_default(), reply));
+        }
+        (Some("Stop"), "") => request(BusRequest::Stop(reply)),
+        _ => return false,
+    }
+    true
 }
 
 /// The reply to `call`, and any signals it causes (sent after the reply).
@@ -271,22 +378,23 @@ fn method(
             update_machines(&s(0), &s(1), args.get(2))?;
             ok("", vec![])
         }
+        // With the right arguments, these are answered by `superuser_call`.
         ("cockpit.Superuser", "Start") => {
             want("s")?;
-            Err(failure(
-                "cockpit.Superuser.Error",
-                format!("no privileged bridge {:?} is available", s(0)),
-            ))
+            Err(unknown_method(object, member))
         }
-        ("cockpit.Superuser", "Stop") | ("cockpit.LoginMessages", "Dismiss") => {
+        ("cockpit.Superuser", "Stop") => {
             want("")?;
-            if object == "cockpit.LoginMessages" {
-                *LOGIN_MESSAGES.lock().unwrap() = Some(None);
-            }
+            Err(unknown_method(object, member))
+        }
+        ("cockpit.LoginMessages", "Dismiss") => {
+            want("")?;
+            *LOGIN_MESSAGES.lock().unwrap() = Some(None);
             ok("", vec![])
         }
         ("cockpit.Superuser", "Answer") => {
             want("s")?;
+            crate::superuser::answer(s(0));
             ok("", vec![])
         }
         ("cockpit.LoginMessages", "Get") => {
@@ -374,8 +482,8 @@ fn properties(object: &str) -> Result<BTreeMap<String, (&'static str, Value)>, F
             crate::packages::current().manifests().to_string().into(),
         ),
         "cockpit.Superuser" => {
-            put("Bridges", "as", json!([]));
-            put("Current", "s", "none".into());
+            put("Bridges", "as", json!(crate::superuser::bridges()));
+            put("Current", "s", crate::superuser::current().into());
             put("Methods", "a{sv}", json!({}));
         }
         "cockpit.Environment" => {

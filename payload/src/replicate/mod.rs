@@ -162,6 +162,20 @@ pub(crate) async fn start(
     invocation: &Invocation,
     other: Option<(String, Codec, Vec<u8>)>,
 ) -> Result<Started, Message> {
+    start_with(argv, &[], None, HANDSHAKE, invocation, other).await
+}
+
+/// [`start`] with extra environment variables, `stderr` as the hop's stderr instead of a
+/// pipe that is passed on (then the failure report has no `stderr`: its reader has it), and
+/// another bound on the whole handshake.
+pub(crate) async fn start_with(
+    argv: &[String],
+    env: &[(&str, &std::ffi::OsStr)],
+    stderr: Option<std::os::fd::OwnedFd>,
+    handshake: Duration,
+    invocation: &Invocation,
+    other: Option<(String, Codec, Vec<u8>)>,
+) -> Result<Started, Message> {
     let Some((program, args)) = argv.split_first() else {
         return Err(failure(
             reason::PROTOCOL,
@@ -170,11 +184,16 @@ pub(crate) async fn start(
         ));
     };
     let mut command = Command::new(program);
+    let stderr = match stderr {
+        Some(fd) => std::process::Stdio::from(fd),
+        None => std::process::Stdio::piped(),
+    };
     command
         .args(args)
+        .envs(env.iter().copied())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stderr(stderr)
         .kill_on_drop(true);
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
@@ -194,9 +213,7 @@ pub(crate) async fn start(
             .with("not-found", e.kind() == std::io::ErrorKind::NotFound));
         }
     };
-    let (Some(mut writer), Some(stdout), Some(stderr)) =
-        (child.stdin.take(), child.stdout.take(), child.stderr.take())
-    else {
+    let (Some(mut writer), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
         return Err(failure(
             reason::SPAWN,
             problem::INTERNAL_ERROR,
@@ -204,14 +221,17 @@ pub(crate) async fn start(
         ));
     };
     let tail = Arc::new(Mutex::new(Vec::new()));
-    let stderr_done = tokio::spawn(pass_stderr(stderr, tail.clone()));
+    let stderr_done = child
+        .stderr
+        .take()
+        .map(|stderr| tokio::spawn(pass_stderr(stderr, tail.clone())));
     let mut reader = BufReader::with_capacity(64 * 1024, stdout);
     let source = SelfImage {
         offered: invocation.images.clone(),
         other,
     };
     let sent = tokio::time::timeout(
-        HANDSHAKE,
+        handshake,
         ferry_stage1::send(
             invocation,
             &mut reader,
@@ -239,7 +259,9 @@ pub(crate) async fn start(
                     msg = msg.with(&k, v);
                 }
             }
-            let _ = tokio::time::timeout(Duration::from_secs(1), stderr_done).await;
+            if let Some(done) = stderr_done {
+                let _ = tokio::time::timeout(Duration::from_secs(1), done).await;
+            }
             let text = String::from_utf8_lossy(&tail.lock().unwrap_or_else(|e| e.into_inner()))
                 .into_owned();
             Err(msg.with("stderr", text))
@@ -247,7 +269,7 @@ pub(crate) async fn start(
         Err(_) => Err(failure(
             reason::TIMEOUT,
             problem::TIMEOUT,
-            format!("the loader on the next hop did not answer within {HANDSHAKE:?}"),
+            format!("the loader on the next hop did not answer within {handshake:?}"),
         )),
     }
 }

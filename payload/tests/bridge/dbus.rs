@@ -425,18 +425,31 @@ fn the_internal_bus_serves_cockpits_objects() {
         .collect();
     assert_eq!(user["Groups"]["v"], json!(groups));
 
+    // The privileged bridge is sudo, when it is installed; a root session is root already.
+    let root = uid == 0;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let sudo = std::env::split_paths(&path).any(|d| d.join("sudo").is_file());
     let su = get_all(&mut b, "/superuser", "cockpit.Superuser");
     assert_eq!(
         su["reply"][0][0],
-        json!({"Bridges": {"t": "as", "v": []}, "Current": {"t": "s", "v": "none"},
+        json!({"Bridges": {"t": "as", "v": if sudo { vec!["sudo"] } else { vec![] }},
+               "Current": {"t": "s", "v": if root { "root" } else { "none" }},
                "Methods": {"t": "a{sv}", "v": {}}})
     );
     send(
         &mut b,
         "i",
-        json!({"call": ["/superuser", "cockpit.Superuser", "Start", ["sudo"]], "id": "s"}),
+        json!({"call": ["/superuser", "cockpit.Superuser", "Start", ["bogus"]], "id": "s"}),
     );
-    assert_eq!(next(&b, "i")["error"][0], "cockpit.Superuser.Error");
+    let why = if root {
+        "Superuser bridge already running"
+    } else {
+        "Unknown superuser bridge type \"bogus\""
+    };
+    assert_eq!(
+        next(&b, "i")["error"],
+        json!(["cockpit.Superuser.Error", [why]])
+    );
 
     // Without a type: the bridge introspects its own objects.
     send(
