@@ -98,6 +98,25 @@ def main():
             page.keyboard.type("echo ferry-$((6*7)) $(id -un)\n")
             expect(rows).to_contain_text(f"ferry-42 {user}", timeout=TIMEOUT_MS)
             page.screenshot(path=shots / "04-terminal.png")
+
+            # Accounts: creating one is for administrators only.
+            step("accounts, limited")
+            base = page.url.split("/system")[0]
+            page.goto(base + "/users")
+            accounts = frame_named(page, "/users")
+            expect(accounts.locator("body")).to_contain_text(user, timeout=TIMEOUT_MS)
+            expect(accounts.locator("#accounts-create")).to_have_count(0)
+            step("administrative access")
+            page.get_by_role("button", name=re.compile("Limited access")).first.click()
+            page.fill("#switch-to-admin-access-password", password)
+            page.screenshot(path=shots / "05-admin-dialog.png")
+            page.get_by_role("button", name="Authenticate").click()
+            expect(page.get_by_text("Administrative access").first).to_be_visible(
+                timeout=TIMEOUT_MS
+            )
+            step("accounts, administrative")
+            expect(accounts.locator("#accounts-create")).to_be_visible(timeout=TIMEOUT_MS)
+            page.screenshot(path=shots / "06-admin-accounts.png")
             print("ok", flush=True)
             return 0
         except Exception as e:  # the step and what the page showed
