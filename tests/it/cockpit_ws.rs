@@ -223,3 +223,64 @@ fn the_web_console_works_in_a_real_browser() {
         "{said}"
     );
 }
+
+/// cockpit-ws 287 (Debian's, installed by the test bed) killed on drop.
+struct Ws287(std::process::Child);
+
+impl Drop for Ws287 {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn cockpit_ws_287_runs_its_local_session_on_ferry_connect() {
+    require!(Component::CockpitBridge);
+    let ws = "/usr/lib/cockpit/cockpit-ws";
+    if !std::path::Path::new(ws).exists() {
+        // cockpit-ws comes with the test bed's packages, as cockpit-bridge does.
+        panic!("{ws} is missing: run `cargo xtask setup`");
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // --local-session runs one program, without arguments.
+    let dir = tempfile::tempdir().unwrap();
+    let bridge = dir.path().join("ferry-connect-local");
+    std::fs::write(
+        &bridge,
+        format!("#!/bin/sh\nexec {} connect local\n", ferry_bin()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&bridge, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let child = std::process::Command::new(ws)
+        .args(["--no-tls", "-a", "127.0.0.1", "-p", &port.to_string()])
+        .arg(format!("--local-session={}", bridge.display()))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start cockpit-ws 287");
+    let _ws = Ws287(child);
+    let started = std::time::Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "cockpit-ws 287 does not listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The shell and its packages come through ferry's bridge.
+    let manifests = get(port, "/cockpit/@localhost/manifests.json", &[]);
+    assert_eq!(manifests.status, 200, "{}", manifests.head);
+    let manifests: serde_json::Value = serde_json::from_slice(&manifests.body).unwrap();
+    assert!(manifests["shell"].is_object(), "{manifests}");
+    let shell = get(port, "/", &[]);
+    assert_eq!(shell.status, 200, "{}", shell.head);
+    let overview = get(port, "/cockpit/@localhost/system/index.html", &[]);
+    assert_eq!(overview.status, 200, "{}", overview.head);
+    assert!(String::from_utf8_lossy(&overview.body).contains("<title>Overview</title>"));
+}
