@@ -141,8 +141,10 @@ pub async fn connect(
     let init = first.parse_control().ok().filter(|m| m.command == "init");
     let local = match (&init, from) {
         (_, PackagesFrom::Remote) | (None, _) => false,
+        // A bridge that could not start gets nothing routed to it.
+        (Some(init), _) if init.problem().is_some() => false,
         (Some(_), PackagesFrom::Local) => true,
-        (Some(init), PackagesFrom::Auto) => has_no_packages(init) && init.problem().is_none(),
+        (Some(init), PackagesFrom::Auto) => has_no_packages(init),
     };
     if !local {
         // Nothing to route: hand the stream over byte for byte, the init first.
