@@ -45,7 +45,7 @@ pub use layout::{
     aarch64_root, ash_shell, base_dir, ensure_noexec_home, noexec_home_mounted, user, users,
     write_noise, HomeKind, UserSpec, NOISE, USER_PREFIX,
 };
-pub use privilege::{doas_conf, sudoers, DOAS_CONF, PASSWORD, SUDOERS_FILE};
+pub use privilege::{doas_conf, sudoers, DOAS_CONF, PASSWORD, PASSWORD_USERS, SUDOERS_FILE};
 pub use require::{in_ci, is_root, require, Component};
 pub use session_bus::{SessionBus, FLATPAK_SESSION_HELPER, FLATPAK_SPAWN};
 pub use sshd::{Sshd, SshdError, HOST_KEY_ALIAS};

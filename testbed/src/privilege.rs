@@ -6,9 +6,13 @@
 //! - `ferry-limited` may become `ferry-bash` through sudo (no password asked), and nobody else;
 //! - every other test user is in no rule (sudo: "not in the sudoers file").
 
-/// `ferry-pw`'s password (a test fixture: `cargo xtask setup` sets it through `chpasswd`'s
-/// stdin). sudo asks for it, and the test bed's sshd takes it for `ferry-pw` alone.
+/// The password of [`PASSWORD_USERS`] (a test fixture: `cargo xtask setup` sets it through
+/// `chpasswd`'s stdin). sudo asks `ferry-pw` for it, and the test bed's sshd takes it for
+/// `ferry-pw` (and for `ferry-ash` where a test's sshd allows it).
 pub const PASSWORD: &str = "ferry-Pw-4921";
+
+/// The test users (short names) with [`PASSWORD`].
+pub const PASSWORD_USERS: &[&str] = &["pw", "ash"];
 
 /// The sudoers drop-in (mode 0440).
 pub const SUDOERS_FILE: &str = "/etc/sudoers.d/ferry-testbed";

@@ -284,3 +284,61 @@ fn cockpit_ws_287_runs_its_local_session_on_ferry_connect() {
     assert_eq!(overview.status, 200, "{}", overview.head);
     assert!(String::from_utf8_lossy(&overview.body).contains("<title>Overview</title>"));
 }
+
+#[test]
+fn a_host_with_nothing_but_sh_gets_the_console() {
+    require!(Component::Sshd);
+    require!(Component::User("ash"));
+    require!(Component::User("bash"));
+    require!(Component::Cockpit337);
+    require!(Component::Unshare);
+    // ferry-ash logs in to a busybox root: no Cockpit, no Python, nothing but sh.
+    let root = ferry_testbed::container_root();
+    let sshd = Sshd::start_with(&format!(
+        "Match User ferry-ash\n  ChrootDirectory {}\n  PasswordAuthentication yes",
+        root.display()
+    ))
+    .expect("start an sshd with a chroot");
+    let uid = ferry_testbed::user("ash").uid().unwrap();
+    let cache = root.join(format!("tmp/ferry-{uid}"));
+    let _ = std::fs::remove_dir_all(&cache);
+    let ws = CockpitWs::start(std::path::Path::new(ferry_bin()), &["cockpit-ssh"])
+        .expect("start cockpit-ws 337");
+    let port = ws.port();
+    let host = format!("ferry-ash@127.0.0.1:{}", sshd.port());
+    let login = get(
+        port,
+        &format!("/cockpit+={host}/login"),
+        &[
+            basic(&format!("ferry-ash:{PASSWORD}")),
+            ("X-SSH-Connect-Unknown-Hosts", "yes".to_owned()),
+        ],
+    );
+    assert_eq!(login.status, 200, "{}\n{}", login.head, ws.log());
+    // The bridge ran inside the root: its loader's cache is there.
+    assert!(cache.is_dir(), "no {}: {}", cache.display(), ws.log());
+    let cookie = (
+        "Cookie",
+        login
+            .header("set-cookie")
+            .and_then(|c| c.split(';').next())
+            .expect("a session cookie")
+            .to_owned(),
+    );
+    // The console's files come from the machine ferry runs on.
+    let manifests = get(
+        port,
+        &format!("/cockpit+={host}/@localhost/manifests.json"),
+        std::slice::from_ref(&cookie),
+    );
+    assert_eq!(manifests.status, 200, "{}", manifests.head);
+    let manifests: serde_json::Value = serde_json::from_slice(&manifests.body).unwrap();
+    assert!(manifests["shell"].is_object(), "{manifests}");
+    let overview = get(
+        port,
+        &format!("/cockpit+={host}/@localhost/system/index.html"),
+        std::slice::from_ref(&cookie),
+    );
+    assert_eq!(overview.status, 200, "{}", overview.head);
+    assert!(String::from_utf8_lossy(&overview.body).contains("<title>Overview</title>"));
+}

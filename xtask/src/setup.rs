@@ -624,10 +624,18 @@ impl Setup {
         Ok(())
     }
 
-    /// `ferry-pw`'s password ([`ferry_testbed::PASSWORD`]), given to `chpasswd` on its stdin
-    /// and checked with Python's `crypt` (on stdin too) so that it is set only once.
+    /// The password ([`ferry_testbed::PASSWORD`]) of the users that have one
+    /// ([`ferry_testbed::PASSWORD_USERS`]), given to `chpasswd` on its stdin and checked with
+    /// Python's `crypt` (on stdin too) so that it is set only once.
     fn password(&mut self) -> Result<()> {
-        let name = ferry_testbed::user("pw").name();
+        for short in ferry_testbed::PASSWORD_USERS {
+            self.password_of(&ferry_testbed::user(short).name())?;
+        }
+        Ok(())
+    }
+
+    fn password_of(&mut self, name: &str) -> Result<()> {
+        let name = name.to_owned();
         let hash = fs::read_to_string("/etc/shadow")
             .unwrap_or_default()
             .lines()
@@ -702,7 +710,12 @@ impl Setup {
     /// passwd with `root`, `app` and `nohome` (see `ferry_testbed::container_root`).
     fn container_root(&mut self) -> Result<()> {
         let root = ferry_testbed::container_root();
+        // ferry-ash's login shell, at its own path inside: the root doubles as the
+        // ChrootDirectory of a host with nothing but sh.
+        let ash = ferry_testbed::ash_shell();
+        let ash_inside = ash.strip_prefix("/").unwrap_or(&ash).to_owned();
         if root.join("bin/sh").exists()
+            && fs::symlink_metadata(root.join(&ash_inside)).is_ok()
             && fs::read_to_string(root.join("etc/passwd")).ok().as_deref()
                 == Some(ferry_testbed::CONTAINER_PASSWD)
         {
@@ -733,6 +746,10 @@ impl Setup {
             ],
         )?;
         std::os::unix::fs::chown(staging.join("home/app"), Some(1000), Some(1000))?;
+        if let Some(dir) = staging.join(&ash_inside).parent() {
+            fs::create_dir_all(dir)?;
+        }
+        std::os::unix::fs::symlink("/bin/busybox", staging.join(&ash_inside))?;
         fs::write(staging.join("etc/passwd"), ferry_testbed::CONTAINER_PASSWD)?;
         fs::write(staging.join("etc/group"), ferry_testbed::CONTAINER_GROUP)?;
         // Containers made from an older root would keep it busy: they are made again.
