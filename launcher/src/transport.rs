@@ -185,10 +185,17 @@ async fn start_ssh(
         return Err(LaunchError::Internal("not an ssh hop".into()));
     };
     let dest = hop.ssh_destination().unwrap_or_default();
-    let suggest = match port {
-        Some(p) => format!("ssh -p {p} {dest}"),
-        None => format!("ssh {dest}"),
-    };
+    // The command that checks and accepts the host key by hand: the same configuration file,
+    // port and destination as ferry's own ssh.
+    let mut suggest = String::from("ssh");
+    if let Some(cfg) = &opts.ssh_config {
+        suggest.push_str(&format!(" -F {}", shell_words::quote(cfg)));
+    }
+    if let Some(p) = port {
+        suggest.push_str(&format!(" -p {p}"));
+    }
+    suggest.push(' ');
+    suggest.push_str(&shell_words::quote(&dest));
     tracing::debug!(%hop, "connecting with OpenSSH");
     let master = Master::connect(
         Destination::new(host, user.as_deref(), *port, opts.ssh_config.as_deref())

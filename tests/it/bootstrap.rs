@@ -654,6 +654,16 @@ fn unknown_host_key_fails_203() {
             problem: "unknown-hostkey",
         },
     );
+    // The command it suggests for checking the key uses the same ssh configuration.
+    let config = ferry_testbed::Sshd::shared().client_config();
+    let output = Test::new()
+        .args(["run", "--ssh-config"])
+        .arg(&config)
+        .args(["ssh:unknown-hostkey", "--", "true"])
+        .status(203)
+        .run();
+    let suggested = format!("ssh -F {} unknown-hostkey", config.display());
+    assert_one_error_line(&output, &[&suggested]);
 }
 
 #[test]
