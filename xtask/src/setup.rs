@@ -374,25 +374,11 @@ impl Setup {
         println!("setup: unpacking Cockpit 337 at {}", root.display());
         let version = ferry_testbed::COCKPIT_337_VERSION;
         let download = tempdir_in_base("download-cockpit")?;
-        let mut get = apt("download");
-        get.args(
-            ferry_testbed::COCKPIT_337_PACKAGES
-                .iter()
-                .map(|p| format!("{p}={version}")),
-        )
-        .current_dir(&download);
-        let first = capture(&mut get)?;
-        if !first.status.success() {
-            if self.apt_updated {
-                bail!(
-                    "apt-get download of Cockpit {version} failed: {}",
-                    String::from_utf8_lossy(&first.stderr).trim()
-                );
-            }
-            // The backports lists may be missing or stale.
-            self.apt_update()?;
-            run_command(&mut get)?;
-        }
+        let wanted: Vec<String> = ferry_testbed::COCKPIT_337_PACKAGES
+            .iter()
+            .map(|p| format!("{p}={version}"))
+            .collect();
+        self.apt_download(&wanted, &download)?;
         let debs: Vec<_> = fs::read_dir(&download)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "deb"))
@@ -766,24 +752,32 @@ impl Setup {
 }
 
 impl Setup {
-    /// Download the Debian package `package` into the base directory's `download` folder and
-    /// unpack it into a fresh `root.new` (returned), updating apt's lists once if the download
-    /// fails (they may be missing or stale, for a foreign architecture too).
-    fn unpack_deb(&mut self, package: &str, download: &str, root: &Path) -> Result<PathBuf> {
-        let download = tempdir_in_base(download)?;
+    /// `apt-get download PACKAGES` into `dir`, updating apt's lists once if it fails (they may
+    /// be missing or stale: backports, a foreign architecture).
+    fn apt_download(&mut self, packages: &[String], dir: &Path) -> Result<()> {
         let mut get = apt("download");
-        get.arg(package).current_dir(&download);
+        get.args(packages).current_dir(dir);
         let first = capture(&mut get)?;
         if !first.status.success() {
             if self.apt_updated {
                 bail!(
-                    "apt-get download {package} failed: {}",
+                    "apt-get download {} failed: {}",
+                    packages.join(" "),
                     String::from_utf8_lossy(&first.stderr).trim()
                 );
             }
             self.apt_update()?;
             run_command(&mut get)?;
         }
+        Ok(())
+    }
+
+    /// Download the Debian package `package` into the base directory's `download` folder and
+    /// unpack it into a fresh `root.new` (returned), updating apt's lists once if the download
+    /// fails (they may be missing or stale, for a foreign architecture too).
+    fn unpack_deb(&mut self, package: &str, download: &str, root: &Path) -> Result<PathBuf> {
+        let download = tempdir_in_base(download)?;
+        self.apt_download(&[package.to_owned()], &download)?;
         let deb = fs::read_dir(&download)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .find(|p| p.extension().is_some_and(|x| x == "deb"))
