@@ -5,7 +5,7 @@
 //! browser would name it (`ferry-pw@127.0.0.1:PORT`), with a password and no key.
 
 use base64::Engine as _;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use ferry_testbed::{require, Component, Sshd, PASSWORD};
 
@@ -66,18 +66,7 @@ fn accept_host_key(ferry: &mut Running) {
 /// The bridge's `init` came: run `id -un` through it.
 fn id_un(ferry: &mut Running) -> String {
     ferry.send_control(&json!({"command": "init", "version": 1, "host": "localhost"}));
-    ferry.send_control(&json!({
-        "command": "open", "channel": "1", "payload": "stream", "spawn": ["id", "-un"],
-    }));
-    let mut out = Vec::new();
-    loop {
-        let (channel, payload) = ferry.recv();
-        if channel == "1" {
-            out.extend(payload);
-        } else if serde_json::from_slice::<Value>(&payload).unwrap()["command"] == "close" {
-            return String::from_utf8_lossy(&out).into_owned();
-        }
-    }
+    ferry.stream_output("1", &["id", "-un"])
 }
 
 #[test]
@@ -115,6 +104,8 @@ fn a_password_login_accepts_the_host_key_and_returns_it() {
 fn a_wrong_password_is_authentication_failed_with_the_accepted_key() {
     require!(Component::Sshd);
     require!(Component::User("pw"));
+    // A wrong password: see `password_logins`.
+    let _one = crate::harness::password_logins();
     let mut ferry = login("ferry-pw:not-the-password\0", 202);
     accept_host_key(&mut ferry);
     let (_, init) = ferry.recv_control();

@@ -93,6 +93,48 @@ fn basic(user_password: &str) -> (&'static str, String) {
     ("Authorization", format!("Basic {encoded}"))
 }
 
+/// Log in as the login page does: `GET /cockpit+=HOST/login` with Basic `user_password` and
+/// unknown hosts allowed.
+fn login(ws: &CockpitWs, host: &str, user_password: &str) -> Response {
+    get(
+        ws.port(),
+        &format!("/cockpit+={host}/login"),
+        &[
+            basic(user_password),
+            ("X-SSH-Connect-Unknown-Hosts", "yes".to_owned()),
+        ],
+    )
+}
+
+/// The session cookie a successful login set, as a request header.
+fn session_cookie(login: &Response) -> (&'static str, String) {
+    let cookie = login
+        .header("set-cookie")
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie");
+    ("Cookie", cookie.to_owned())
+}
+
+/// The manifests (with the shell's) and the Overview page are served for `host`.
+fn serves_the_console(port: u16, host: &str, cookie: &(&'static str, String)) {
+    let cookie = std::slice::from_ref(cookie);
+    let manifests = get(
+        port,
+        &format!("/cockpit+={host}/@localhost/manifests.json"),
+        cookie,
+    );
+    assert_eq!(manifests.status, 200, "{}", manifests.head);
+    let manifests: serde_json::Value = serde_json::from_slice(&manifests.body).unwrap();
+    assert!(manifests["shell"].is_object(), "{manifests}");
+    let overview = get(
+        port,
+        &format!("/cockpit+={host}/@localhost/system/index.html"),
+        cookie,
+    );
+    assert_eq!(overview.status, 200, "{}", overview.head);
+    assert!(String::from_utf8_lossy(&overview.body).contains("<title>Overview</title>"));
+}
+
 #[test]
 fn cockpit_ws_logs_in_and_serves_the_shell_through_ferry() {
     require!(Component::Sshd);
@@ -100,24 +142,16 @@ fn cockpit_ws_logs_in_and_serves_the_shell_through_ferry() {
     require!(Component::User("bash"));
     require!(Component::Cockpit337);
     require!(Component::Unshare);
+    // A wrong password: see `password_logins`.
+    let _one = crate::harness::password_logins();
     let ws = CockpitWs::start(std::path::Path::new(ferry_bin()), &["cockpit-ssh"])
         .expect("start cockpit-ws 337");
     let port = ws.port();
     let host = format!("ferry-pw@127.0.0.1:{}", Sshd::shared().port());
-    let unknown_ok = ("X-SSH-Connect-Unknown-Hosts", "yes".to_owned());
-
-    let wrong = get(
-        port,
-        &format!("/cockpit+={host}/login"),
-        &[basic("ferry-pw:not-the-password"), unknown_ok.clone()],
-    );
+    let wrong = login(&ws, &host, "ferry-pw:not-the-password");
     assert_eq!(wrong.status, 401, "{}\n{}", wrong.head, ws.log());
 
-    let login = get(
-        port,
-        &format!("/cockpit+={host}/login"),
-        &[basic(&format!("ferry-pw:{PASSWORD}")), unknown_ok],
-    );
+    let login = login(&ws, &host, &format!("ferry-pw:{PASSWORD}"));
     assert_eq!(login.status, 200, "{}\n{}", login.head, ws.log());
     let body: serde_json::Value = serde_json::from_slice(&login.body).unwrap();
     assert!(body["csrf-token"].is_string(), "{body}");
@@ -127,12 +161,7 @@ fn cockpit_ws_logs_in_and_serves_the_shell_through_ferry() {
             .is_some_and(|k| k.contains(" ssh-ed25519 ")),
         "{body}"
     );
-    let cookie = login
-        .header("set-cookie")
-        .and_then(|c| c.split(';').next())
-        .expect("a session cookie")
-        .to_owned();
-    let cookie = ("Cookie", cookie);
+    let cookie = session_cookie(&login);
 
     let shell = get(port, &format!("/={host}/"), std::slice::from_ref(&cookie));
     assert_eq!(shell.status, 200, "{}", shell.head);
@@ -141,21 +170,7 @@ fn cockpit_ws_logs_in_and_serves_the_shell_through_ferry() {
         html.contains(&format!("/cockpit+={host}/@localhost/shell/index.html")),
         "{html}"
     );
-    let manifests = get(
-        port,
-        &format!("/cockpit+={host}/@localhost/manifests.json"),
-        std::slice::from_ref(&cookie),
-    );
-    assert_eq!(manifests.status, 200, "{}", manifests.head);
-    let manifests: serde_json::Value = serde_json::from_slice(&manifests.body).unwrap();
-    assert!(manifests["shell"].is_object(), "{manifests}");
-    let overview = get(
-        port,
-        &format!("/cockpit+={host}/@localhost/system/index.html"),
-        std::slice::from_ref(&cookie),
-    );
-    assert_eq!(overview.status, 200, "{}", overview.head);
-    assert!(String::from_utf8_lossy(&overview.body).contains("<title>Overview</title>"));
+    serves_the_console(port, &host, &cookie);
 }
 
 /// Run the browser script (tests/browser/console.py) against `ws`; its screenshots are kept
@@ -202,6 +217,8 @@ fn the_web_console_works_in_a_real_browser() {
     require!(Component::Cockpit337);
     require!(Component::Unshare);
     require!(Component::Browser);
+    // A wrong password: see `password_logins`.
+    let _one = crate::harness::password_logins();
     let ws = CockpitWs::start(std::path::Path::new(ferry_bin()), &["cockpit-ssh"])
         .expect("start cockpit-ws 337");
     // The login page's "Connect to" field, as a person types it.
@@ -306,39 +323,10 @@ fn a_host_with_nothing_but_sh_gets_the_console() {
         .expect("start cockpit-ws 337");
     let port = ws.port();
     let host = format!("ferry-ash@127.0.0.1:{}", sshd.port());
-    let login = get(
-        port,
-        &format!("/cockpit+={host}/login"),
-        &[
-            basic(&format!("ferry-ash:{PASSWORD}")),
-            ("X-SSH-Connect-Unknown-Hosts", "yes".to_owned()),
-        ],
-    );
+    let login = login(&ws, &host, &format!("ferry-ash:{PASSWORD}"));
     assert_eq!(login.status, 200, "{}\n{}", login.head, ws.log());
     // The bridge ran inside the root: its loader's cache is there.
     assert!(cache.is_dir(), "no {}: {}", cache.display(), ws.log());
-    let cookie = (
-        "Cookie",
-        login
-            .header("set-cookie")
-            .and_then(|c| c.split(';').next())
-            .expect("a session cookie")
-            .to_owned(),
-    );
     // The console's files come from the machine ferry runs on.
-    let manifests = get(
-        port,
-        &format!("/cockpit+={host}/@localhost/manifests.json"),
-        std::slice::from_ref(&cookie),
-    );
-    assert_eq!(manifests.status, 200, "{}", manifests.head);
-    let manifests: serde_json::Value = serde_json::from_slice(&manifests.body).unwrap();
-    assert!(manifests["shell"].is_object(), "{manifests}");
-    let overview = get(
-        port,
-        &format!("/cockpit+={host}/@localhost/system/index.html"),
-        std::slice::from_ref(&cookie),
-    );
-    assert_eq!(overview.status, 200, "{}", overview.head);
-    assert!(String::from_utf8_lossy(&overview.body).contains("<title>Overview</title>"));
+    serves_the_console(port, &host, &session_cookie(&login));
 }

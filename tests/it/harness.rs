@@ -23,6 +23,14 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// The `ferry` binary under test.
+/// Password logins as `ferry-pw` to the shared sshd, one test at a time: the prompt tests
+/// count the failed ones in sshd's log, so a test that logs in with a wrong password holds
+/// this too.
+pub fn password_logins() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 pub fn ferry_bin() -> &'static str {
     env!("CARGO_BIN_EXE_ferry")
 }
@@ -593,6 +601,26 @@ impl Running {
                 "no frame within the timeout of {:?}",
                 self.test.timeout
             )),
+        }
+    }
+
+    /// Open a `stream` channel `channel` running `argv` at the far end (after both `init`s)
+    /// and return what it printed once it closes.
+    pub fn stream_output(&mut self, channel: &str, argv: &[&str]) -> String {
+        self.send_control(&serde_json::json!({
+            "command": "open", "channel": channel, "payload": "stream", "spawn": argv,
+        }));
+        let mut out = Vec::new();
+        loop {
+            let (ch, payload) = self.recv();
+            if ch == channel {
+                out.extend(payload);
+            } else if ch.is_empty() {
+                let msg: serde_json::Value = serde_json::from_slice(&payload).unwrap_or_default();
+                if msg["command"] == "close" && msg["channel"] == channel {
+                    return String::from_utf8_lossy(&out).into_owned();
+                }
+            }
         }
     }
 

@@ -58,22 +58,6 @@ fn get(ferry: &mut Running, id: &str, path: &str) -> (u64, Vec<u8>) {
     }
 }
 
-/// Run `uname -m` in a stream channel: where it ran.
-fn uname(ferry: &mut Running) -> String {
-    ferry.send_control(&json!({
-        "command": "open", "channel": "u", "payload": "stream", "spawn": ["uname", "-m"],
-    }));
-    let mut out = Vec::new();
-    loop {
-        let (channel, payload) = ferry.recv();
-        if channel == "u" {
-            out.extend(payload);
-        } else if serde_json::from_slice::<Value>(&payload).unwrap()["command"] == "close" {
-            return String::from_utf8_lossy(&out).into_owned();
-        }
-    }
-}
-
 #[test]
 fn a_remote_without_packages_gets_this_machines() {
     require!(Component::Aarch64);
@@ -89,7 +73,7 @@ fn a_remote_without_packages_gets_this_machines() {
     let manifests: Value = serde_json::from_slice(&body).unwrap();
     assert!(manifests["shell"].is_object(), "{manifests}");
     // Everything else still runs on the remote.
-    assert_eq!(uname(&mut ferry), "aarch64\n");
+    assert_eq!(ferry.stream_output("u", &["uname", "-m"]), "aarch64\n");
     ferry.finish();
 }
 

@@ -11,11 +11,14 @@ use ferry_testbed::{require, Component, Sshd, PASSWORD};
 
 use crate::harness::{ferry_bin, Test};
 
-/// The tests count sshd's failed logins for one user: one test at a time.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+/// How many failed password logins sshd logged after `before` of them; it may log one just
+/// after the connection ends, so this waits up to 5 s for the first.
+fn failed_since(before: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while failed_passwords() == before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    failed_passwords() - before
 }
 
 /// How many failed password logins the shared sshd has logged for `ferry-pw`.
@@ -31,7 +34,7 @@ fn failed_passwords() -> usize {
 fn a_password_prompt_without_a_terminal_fails_202_quoting_it() {
     require!(Component::Sshd);
     require!(Component::User("pw"));
-    let _one = one_at_a_time();
+    let _one = crate::harness::password_logins();
     let before = failed_passwords();
     let output = Test::new()
         .ssh_config()
@@ -127,7 +130,7 @@ fn every_argv_and_environment() -> Vec<u8> {
 fn a_password_is_asked_once_on_the_terminal_and_never_shown() {
     require!(Component::Sshd);
     require!(Component::User("pw"));
-    let _one = one_at_a_time();
+    let _one = crate::harness::password_logins();
     let watcher = std::thread::spawn(|| {
         // While the route runs, the password is in no command line and no environment.
         let until = Instant::now() + Duration::from_secs(8);
@@ -161,7 +164,7 @@ fn a_password_is_asked_once_on_the_terminal_and_never_shown() {
 fn a_wrong_password_is_tried_once_and_fails_202() {
     require!(Component::Sshd);
     require!(Component::User("pw"));
-    let _one = one_at_a_time();
+    let _one = crate::harness::password_logins();
     let before = failed_passwords();
     let (status, shown) = on_a_terminal("not-the-password", "true");
     assert_eq!(status, 202, "{shown}");
@@ -171,12 +174,7 @@ fn a_wrong_password_is_tried_once_and_fails_202() {
         1,
         "asked more than once: {shown}"
     );
-    // sshd may log the failure just after the connection ends.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while failed_passwords() == before && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(failed_passwords() - before, 1, "{}", Sshd::shared().log());
+    assert_eq!(failed_since(before), 1, "{}", Sshd::shared().log());
 }
 
 /// The `X-Conversation ID` prefix and the prompt of an `authorize` challenge.
@@ -210,7 +208,7 @@ fn answer(prefix: &str, cookie: &serde_json::Value, answer: &str) -> serde_json:
 fn connect_asks_its_client_in_the_form_cockpit_answers() {
     require!(Component::Sshd);
     require!(Component::User("pw"));
-    let _one = one_at_a_time();
+    let _one = crate::harness::password_logins();
     let before = failed_passwords();
     let mut ferry = Test::new()
         .ssh_config()
@@ -229,21 +227,7 @@ fn connect_asks_its_client_in_the_form_cockpit_answers() {
     assert!(init.get("problem").is_none(), "{init}");
     let (_, pong) = ferry.recv_control();
     assert_eq!(pong["command"], "pong", "{pong}");
-    ferry.send_control(&serde_json::json!({
-        "command": "open", "channel": "1", "payload": "stream", "spawn": ["id", "-un"],
-    }));
-    let mut out = Vec::new();
-    loop {
-        let (channel, payload) = ferry.recv();
-        if channel == "1" {
-            out.extend(payload);
-        } else if serde_json::from_slice::<serde_json::Value>(&payload).unwrap()["command"]
-            == "close"
-        {
-            break;
-        }
-    }
-    assert_eq!(String::from_utf8_lossy(&out), "ferry-pw\n");
+    assert_eq!(ferry.stream_output("1", &["id", "-un"]), "ferry-pw\n");
     ferry.finish();
     assert_eq!(failed_passwords(), before);
 }
@@ -252,7 +236,7 @@ fn connect_asks_its_client_in_the_form_cockpit_answers() {
 fn connect_with_a_wrong_answer_fails_authentication_once() {
     require!(Component::Sshd);
     require!(Component::User("pw"));
-    let _one = one_at_a_time();
+    let _one = crate::harness::password_logins();
     let before = failed_passwords();
     let mut ferry = Test::new()
         .ssh_config()
@@ -265,9 +249,5 @@ fn connect_with_a_wrong_answer_fails_authentication_once() {
     let (_, init) = ferry.recv_control();
     assert_eq!(init["problem"], "authentication-failed", "{init}");
     ferry.finish();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while failed_passwords() == before && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(failed_passwords() - before, 1, "{}", Sshd::shared().log());
+    assert_eq!(failed_since(before), 1, "{}", Sshd::shared().log());
 }
