@@ -222,7 +222,16 @@ async fn cockpit_ssh(
     use ferry_launcher::cockpit_ssh;
     use tokio::io::AsyncWriteExt;
     let hop = cockpit_ssh::destination(destination)?;
-    let login = cockpit_ssh::login(conversation).await?;
+    // cockpit-ws answers the `*` challenge at once; its absence is bounded like any wait.
+    let login = tokio::time::timeout(opts.timeout, cockpit_ssh::login(conversation))
+        .await
+        .map_err(|_| LaunchError::Timeout {
+            what: format!(
+                "cockpit-ws did not send the login's credentials within {} s",
+                opts.timeout.as_secs()
+            ),
+            said: String::new(),
+        })??;
     let opts = BootOptions {
         ssh_options: login.ssh_options.clone(),
         ..opts.clone()

@@ -36,6 +36,10 @@ pub const SESSION_OPTIONS: [&str; 7] = [
     "RequestTTY=no",
 ];
 
+/// The most time the answers to ssh's prompts may take in all, on top of the connect
+/// timeout: a prompt nobody answers must not hold the connection for ever.
+pub const PROMPT_LIMIT: Duration = Duration::from_secs(300);
+
 /// How to reach one host: what every ssh run for it gets besides its own options.
 #[derive(Clone, Debug)]
 pub struct Destination {
@@ -137,6 +141,7 @@ impl Master {
         let socket = master.socket();
         let mut deadline = Instant::now() + timeout;
         let mut last = Instant::now();
+        let mut asked = Duration::ZERO;
         loop {
             if let Some(status) = master.child.try_wait().ok().flatten() {
                 let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -153,8 +158,9 @@ impl Master {
                 return Ok(master);
             }
             let now = Instant::now();
-            if relay.asking() {
+            if relay.asking() && asked < PROMPT_LIMIT {
                 deadline += now - last;
+                asked += now - last;
             }
             last = now;
             if now > deadline {
